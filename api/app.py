@@ -1,0 +1,81 @@
+"""The Starlette application: create_app(settings), its lifespan, routes and GraphQL view."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from api.config import Settings, load_settings
+from api.context import Context, Services
+from api.schema import build_schema
+from models import Database, EventHub, EventLog, SessionRepository
+from models.janitor import Janitor
+
+
+class GraphQLView(GraphQL[Context, None]):
+    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
+        return Context(services=request.app.state.services)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        await services.repository.database.ping()
+    except Exception as error:
+        return JSONResponse({"status": "unavailable", "database": repr(error)}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = Database(settings.database_url, pool_size=settings.db_pool_size)
+        await database.migrate()
+        hub = EventHub(
+            EventLog(database),
+            settings.broadcast_url,
+            poll_interval=settings.event_poll_interval,
+            queue_size=settings.subscriber_queue_size,
+        )
+        repository = SessionRepository(database, settings.limits, announce=hub.announce)
+        janitor = Janitor(
+            repository,
+            event_retention=settings.event_retention_seconds,
+            interval=settings.cleanup_interval_seconds,
+        )
+        await hub.start()
+        janitor.start()
+        app.state.services = Services(settings=settings, repository=repository, hub=hub)
+        try:
+            yield
+        finally:
+            await janitor.stop()
+            await hub.stop()
+            await database.dispose()
+
+    graphql = GraphQLView(
+        build_schema(settings),
+        graphql_ide="graphiql" if settings.development else None,
+        allow_queries_via_get=False,
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+    )
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

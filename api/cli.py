@@ -1,0 +1,78 @@
+"""The `session-service` command: serve, migrate, export-schema."""
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from api.config import ConfigError, Settings, load_settings
+from api.schema import build_schema
+from models import Database
+
+
+def export_schema(settings: Settings | None = None) -> str:
+    return build_schema(settings).as_str() + "\n"
+
+
+async def _migrate(settings: Settings) -> None:
+    database = Database(settings.database_url)
+    try:
+        await database.migrate()
+    finally:
+        await database.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="session-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP and WebSocket server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    export = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
+    export.add_argument("--output", "-o", default="schema.graphql", help="a path, or - for stdout")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"session-service: configuration error: {error}", file=sys.stderr)
+        return 2
+
+    if args.command == "export-schema":
+        sdl = export_schema(settings)
+        if args.output == "-":
+            sys.stdout.write(sdl)
+        else:
+            Path(args.output).write_text(sdl)
+        return 0
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+        return 0
+    if args.workers > 1 and settings.broadcast_url.startswith("memory://"):
+        print(
+            "session-service: --workers > 1 needs a shared bus: memory:// only reaches one "
+            "process. Set SESSION_SERVICE_BROADCAST_URL to redis://… or postgres://…",
+            file=sys.stderr,
+        )
+        return 2
+    # Migrate once here, so that worker processes start on a current schema.
+    asyncio.run(_migrate(settings))
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        ws_per_message_deflate=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

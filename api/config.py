@@ -1,0 +1,142 @@
+"""Settings: the only reader of the environment and the JSON config file."""
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from models import Limits
+
+log = logging.getLogger(__name__)
+
+PREFIX = "SESSION_SERVICE_"
+Profile = Literal["development", "production"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite+aiosqlite:///./sessions.db"
+    broadcast_url: str = "memory://"
+    integrate_session_management: bool = True
+    profile: Profile = "development"
+    limits: Limits = field(default_factory=Limits)
+    # How often the hub reads the event log even without a bus message (the safety net).
+    event_poll_interval: float = 1.0
+    subscriber_queue_size: int = 1000
+    # Events older than this are deleted; resuming from before them gives CURSOR_EXPIRED.
+    event_retention_seconds: float = 30 * 24 * 3600
+    cleanup_interval_seconds: float = 60.0
+    db_pool_size: int = 10
+
+    @property
+    def development(self) -> bool:
+        return self.profile == "development"
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a number")
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"{value!r} is not positive")
+        return number
+
+    return parse
+
+
+def _profile(value: Any) -> Profile:
+    if value not in ("development", "production"):
+        raise ValueError(f"{value!r} is neither development nor production")
+    return value  # type: ignore[no-any-return]
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError(f"{value!r} is not a URL")
+    return value
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "database_url": _url,
+    "broadcast_url": _url,
+    "integrate_session_management": _boolean,
+    "profile": _profile,
+    "event_poll_interval": _positive(float),
+    "subscriber_queue_size": _positive(int),
+    "event_retention_seconds": _positive(float),
+    "cleanup_interval_seconds": _positive(float),
+    "db_pool_size": _positive(int),
+}
+_LIMIT_PARSER = _positive(int)
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _known_keys() -> dict[str, tuple[str, str | None]]:
+    """Every accepted name (env var and config-file key) → (setting, limit or None)."""
+    known: dict[str, tuple[str, str | None]] = {}
+    for name in _PARSERS:
+        known[PREFIX + name.upper()] = (name, None)
+        known[_pascal(name)] = (name, None)
+    for limit in fields(Limits):
+        known[f"{PREFIX}LIMIT_{limit.name.upper()}"] = ("limits", limit.name)
+        known[f"Limit{_pascal(limit.name)}"] = ("limits", limit.name)
+    return known
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the config file named by SESSION_SERVICE_CONFIG, then the environment."""
+    environ = os.environ if environ is None else environ
+    known = _known_keys()
+    values: list[tuple[str, Any]] = []
+    if path := environ.get(PREFIX + "CONFIG"):
+        try:
+            document = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"{PREFIX}CONFIG: cannot read {path}: {error}") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"{PREFIX}CONFIG: {path} must hold a JSON object")
+        for key, value in document.items():
+            if key in known:
+                values.append((key, value))
+            else:
+                log.warning("config file %s: unknown key %r ignored", path, key)
+    for key, value in environ.items():
+        if key.startswith(PREFIX) and key != PREFIX + "CONFIG":
+            if key in known:
+                values.append((key, value))
+            else:
+                log.warning("unknown environment variable %s ignored", key)
+    settings = Settings()
+    for key, value in values:
+        name, limit = known[key]
+        try:
+            if limit is None:
+                settings = replace(settings, **{name: _PARSERS[name](value)})
+            else:
+                limits = replace(settings.limits, **{limit: _LIMIT_PARSER(value)})
+                settings = replace(settings, limits=limits)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{key}: {error}") from None
+    return settings

@@ -1,0 +1,41 @@
+"""The per-request context: what resolvers may use, built from the app's shared services."""
+
+from dataclasses import dataclass
+
+from api.config import Settings
+from api.errors import disabled
+from api.loaders import Loaders
+from models import EventHub, SessionRepository
+
+
+@dataclass
+class Services:
+    """Built once by the app's lifespan and shared by every request."""
+
+    settings: Settings
+    repository: SessionRepository
+    hub: EventHub
+
+
+@dataclass
+class Context:
+    services: Services
+
+    @property
+    def repository(self) -> SessionRepository:
+        return self.services.repository
+
+    @property
+    def hub(self) -> EventHub:
+        return self.services.hub
+
+    @property
+    def enabled(self) -> bool:
+        return self.services.settings.integrate_session_management
+
+    def require_enabled(self) -> None:
+        if not self.enabled:
+            raise disabled()
+
+    def loaders(self) -> Loaders:
+        return Loaders(self.repository)

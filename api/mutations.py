@@ -1,0 +1,167 @@
+"""The Mutation root: each use case's outcome is a member of its result union."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.types import Info
+
+from api.context import Context
+from api.errors import (
+    AssociationCycleError,
+    IdempotencyMismatchError,
+    RevisionConflictError,
+    SessionManagementDisabledError,
+    SessionNotFoundError,
+    ValidationError,
+    disabled_member,
+    error_member,
+)
+from api.inputs import (
+    AddSessionStreamsInput,
+    AssociateSessionInput,
+    CreateSessionInput,
+    EndSessionInput,
+    UpdateSessionDetailsInput,
+    UpdateSessionIdentifierInput,
+)
+from api.types import Session
+from models import DomainError, SessionRow
+
+ContextInfo = Info[Context, None]
+
+
+@strawberry.type
+class SessionCreated:
+    session: Session
+
+
+@strawberry.type
+class SessionUpdated:
+    session: Session
+
+
+@strawberry.type
+class SessionEnded:
+    session: Session
+    already_ended: bool = strawberry.field(
+        description="True when the session had already ended: nothing changed and no event was "
+        "sent."
+    )
+
+
+CreateSessionResult = Annotated[
+    SessionCreated
+    | ValidationError
+    | SessionNotFoundError
+    | AssociationCycleError
+    | IdempotencyMismatchError
+    | SessionManagementDisabledError,
+    strawberry.union("CreateSessionResult"),
+]
+UpdateSessionResult = Annotated[
+    SessionUpdated
+    | ValidationError
+    | SessionNotFoundError
+    | RevisionConflictError
+    | AssociationCycleError
+    | SessionManagementDisabledError,
+    strawberry.union("UpdateSessionResult"),
+]
+EndSessionResult = Annotated[
+    SessionEnded | ValidationError | SessionNotFoundError | SessionManagementDisabledError,
+    strawberry.union("EndSessionResult"),
+]
+
+
+async def _run(info: ContextInfo, change: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a use case; a domain error becomes its result member."""
+    if not info.context.enabled:
+        return disabled_member()
+    try:
+        return await change()
+    except DomainError as error:
+        return error_member(error)
+
+
+def _updated(info: ContextInfo, row: SessionRow) -> SessionUpdated:
+    return SessionUpdated(session=Session.from_row(row, info.context.loaders()))
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_session(
+        self, info: ContextInfo, input: CreateSessionInput
+    ) -> CreateSessionResult:
+        async def change() -> SessionCreated:
+            row = await info.context.repository.create(input.to_domain(), input.idempotency_key)
+            return SessionCreated(session=Session.from_row(row, info.context.loaders()))
+
+        return await _run(info, change)
+
+    @strawberry.mutation
+    async def update_session_details(
+        self, info: ContextInfo, input: UpdateSessionDetailsInput
+    ) -> UpdateSessionResult:
+        async def change() -> SessionUpdated:
+            return _updated(info, await info.context.repository.update_details(input.to_domain()))
+
+        return await _run(info, change)
+
+    @strawberry.mutation
+    async def update_session_identifier(
+        self, info: ContextInfo, input: UpdateSessionIdentifierInput
+    ) -> UpdateSessionResult:
+        async def change() -> SessionUpdated:
+            row = await info.context.repository.update_identifier(
+                input.session_key, input.identifier, input.expected_revision
+            )
+            return _updated(info, row)
+
+        return await _run(info, change)
+
+    @strawberry.mutation
+    async def add_associate_session(
+        self, info: ContextInfo, input: AssociateSessionInput
+    ) -> UpdateSessionResult:
+        async def change() -> SessionUpdated:
+            row = await info.context.repository.add_association(
+                input.session_key, input.associate_session_key
+            )
+            return _updated(info, row)
+
+        return await _run(info, change)
+
+    @strawberry.mutation
+    async def remove_associate_session(
+        self, info: ContextInfo, input: AssociateSessionInput
+    ) -> UpdateSessionResult:
+        async def change() -> SessionUpdated:
+            row = await info.context.repository.remove_association(
+                input.session_key, input.associate_session_key
+            )
+            return _updated(info, row)
+
+        return await _run(info, change)
+
+    @strawberry.mutation
+    async def add_session_streams(
+        self, info: ContextInfo, input: AddSessionStreamsInput
+    ) -> UpdateSessionResult:
+        async def change() -> SessionUpdated:
+            row = await info.context.repository.add_streams(input.session_key, input.streams)
+            return _updated(info, row)
+
+        return await _run(info, change)
+
+    @strawberry.mutation
+    async def end_session(self, info: ContextInfo, input: EndSessionInput) -> EndSessionResult:
+        async def change() -> SessionEnded:
+            row, already = await info.context.repository.end(
+                input.session_key, input.data_source, input.ended_at
+            )
+            session = Session.from_row(row, info.context.loaders())
+            return SessionEnded(session=session, already_ended=already)
+
+        return await _run(info, change)

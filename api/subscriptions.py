@@ -1,0 +1,80 @@
+"""The Subscription root: committed events, replayed from a cursor and then live."""
+
+from collections.abc import AsyncIterator
+
+import strawberry
+from strawberry.types import Info
+
+from api.context import Context
+from api.errors import top_level
+from api.types import SessionEvent
+from models import DomainError, EventFilter, EventKind, EventRow, decode_cursor
+
+ContextInfo = Info[Context, None]
+
+
+async def _open(
+    info: ContextInfo, where: EventFilter, after: str | None
+) -> AsyncIterator[SessionEvent]:
+    """Resolve a subscription: fail now (an `error` message) or return the event stream.
+
+    Not a generator, so that a bad or expired cursor fails the subscribe itself and the hub
+    registers the subscriber before this resolver first awaits.
+    """
+    context = info.context
+    context.require_enabled()
+    try:
+        position = None if after is None else decode_cursor(after)
+        events = await context.hub.open_stream(where, position)
+    except DomainError as error:
+        raise top_level(error) from error
+    return _present(events, context)
+
+
+async def _present(
+    events: AsyncIterator[EventRow], context: Context
+) -> AsyncIterator[SessionEvent]:
+    async for event in events:
+        yield SessionEvent.from_row(event, context.loaders())
+
+
+def _one_source(data_source: str, kind: EventKind) -> EventFilter:
+    return EventFilter(data_sources=frozenset({data_source}), kinds=frozenset({kind}))
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Sessions of this data source that start from now on (or after the cursor)."
+    )
+    async def session_started(
+        self, info: ContextInfo, data_source: str, after: str | None = None
+    ) -> AsyncIterator[SessionEvent]:
+        return await _open(info, _one_source(data_source, EventKind.STARTED), after)
+
+    @strawberry.subscription(
+        description="Sessions of this data source that end from now on (or after the cursor)."
+    )
+    async def session_stopped(
+        self, info: ContextInfo, data_source: str, after: str | None = None
+    ) -> AsyncIterator[SessionEvent]:
+        return await _open(info, _one_source(data_source, EventKind.STOPPED), after)
+
+    @strawberry.subscription(
+        description="Every kind of change, optionally narrowed; all data sources the caller may "
+        "read when dataSource is null."
+    )
+    async def session_events(
+        self,
+        info: ContextInfo,
+        data_source: str | None = None,
+        session_key: strawberry.ID | None = None,
+        kinds: list[EventKind] | None = None,
+        after: str | None = None,
+    ) -> AsyncIterator[SessionEvent]:
+        where = EventFilter(
+            data_sources=None if data_source is None else frozenset({data_source}),
+            session_key=session_key,
+            kinds=None if kinds is None else frozenset(kinds),
+        )
+        return await _open(info, where, after)

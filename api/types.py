@@ -1,0 +1,217 @@
+"""The GraphQL object types: sessions, their hierarchy, pages, data sources and events."""
+
+from datetime import datetime
+from typing import Self
+
+import strawberry
+
+from api.errors import invalid_argument
+from api.loaders import Loaders
+from models import (
+    Direction,
+    EventKind,
+    EventRow,
+    SessionFilter,
+    SessionRow,
+    SessionStatus,
+    TreeNode,
+    encode_cursor,
+)
+
+# The domain's enums, registered as they are (strawberry.enum returns the class it is given).
+strawberry.enum(
+    SessionStatus,
+    description="Live until ended; an ended session is history and can still be read and "
+    "annotated.",
+)
+strawberry.enum(EventKind, name="SessionEventKind")
+
+MAX_WALK_DEPTH = 32
+
+
+@strawberry.type
+class SessionDetail:
+    name: str
+    value: str
+
+
+@strawberry.type(description="A grouping of data streams from one data source.")
+class Session:
+    key: strawberry.ID = strawberry.field(description="Server-allocated, never reused (UUID text).")
+    data_source: str
+    type: str = strawberry.field(description='Defaults to "Session".')
+    version: int = strawberry.field(description="Defaults to 1.")
+    identifier: str
+    utc_offset_seconds: int = strawberry.field(
+        description="Offset of the session's local clock from UTC, in seconds (-64800..64800)."
+    )
+    status: SessionStatus
+    is_complete: bool = strawberry.field(
+        description="Parity with the original API: true once the session has ended."
+    )
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    revision: int = strawberry.field(
+        description="Increases by one on every change; send it back as expectedRevision to "
+        "update safely."
+    )
+    loaders: strawberry.Private[Loaders]
+
+    @classmethod
+    def from_row(cls, row: SessionRow, loaders: Loaders) -> Self:
+        return cls(
+            key=strawberry.ID(row.key),
+            data_source=row.data_source,
+            type=row.type,
+            version=row.version,
+            identifier=row.identifier,
+            utc_offset_seconds=row.utc_offset_seconds,
+            status=row.status,
+            is_complete=row.status is SessionStatus.ENDED,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            ended_at=row.ended_at,
+            revision=row.revision,
+            loaders=loaders,
+        )
+
+    @classmethod
+    async def load_many(cls, keys: list[str], loaders: Loaders) -> list[Self]:
+        rows = await loaders.session.load_many(keys)
+        return [cls.from_row(row, loaders) for row in rows if row is not None]
+
+    @strawberry.field(
+        description="Names of the data streams grouped by this session, in the order they were "
+        "added."
+    )
+    async def streams(self) -> list[str]:
+        return await self.loaders.streams.load(self.key)
+
+    @strawberry.field(description="All details, ordered by name.")
+    async def details(self) -> list[SessionDetail]:
+        found = await self.loaders.details.load(self.key)
+        return [SessionDetail(name=name, value=value) for name, value in found]
+
+    @strawberry.field(
+        description="One detail's value, or null when the session has no such detail."
+    )
+    async def detail(self, name: str) -> str | None:
+        return dict(await self.loaders.details.load(self.key)).get(name)
+
+    @strawberry.field(
+        description="Keys of the direct associate (child) sessions, in the order they were linked."
+    )
+    async def associate_session_keys(self) -> list[strawberry.ID]:
+        return [strawberry.ID(key) for key in await self.loaders.children.load(self.key)]
+
+    @strawberry.field(description="Direct associate (child) sessions.")
+    async def associates(self) -> list["Session"]:
+        return await Session.load_many(await self.loaders.children.load(self.key), self.loaders)
+
+    @strawberry.field(description="Sessions that list this one as an associate.")
+    async def parents(self) -> list["Session"]:
+        return await Session.load_many(await self.loaders.parents.load(self.key), self.loaders)
+
+    @strawberry.field(
+        description="Every session below this one, breadth first, each once, down to maxDepth "
+        "levels (1..32)."
+    )
+    async def descendants(self, max_depth: int = 8) -> list["SessionTreeNode"]:
+        return await self._walk(Direction.DOWN, max_depth)
+
+    @strawberry.field(
+        description="Every session above this one, nearest first, each once, up to maxDepth "
+        "levels (1..32)."
+    )
+    async def ancestors(self, max_depth: int = 8) -> list["SessionTreeNode"]:
+        return await self._walk(Direction.UP, max_depth)
+
+    async def _walk(self, direction: Direction, max_depth: int) -> list["SessionTreeNode"]:
+        if not 1 <= max_depth <= MAX_WALK_DEPTH:
+            raise invalid_argument("maxDepth", f"must be between 1 and {MAX_WALK_DEPTH}")
+        nodes: list[TreeNode] = await self.loaders.walk.load((self.key, direction, max_depth))
+        sessions = {s.key: s for s in await Session.load_many([n.key for n in nodes], self.loaders)}
+        return [
+            SessionTreeNode(depth=node.depth, via_key=strawberry.ID(node.via_key), session=session)
+            for node in nodes
+            if (session := sessions.get(strawberry.ID(node.key))) is not None
+        ]
+
+
+@strawberry.type
+class SessionTreeNode:
+    depth: int = strawberry.field(description="1 for a direct associate or parent.")
+    via_key: strawberry.ID = strawberry.field(
+        description="The session one step closer to where the walk started."
+    )
+    session: Session
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class SessionEdge:
+    cursor: str
+    node: Session
+
+
+@strawberry.type
+class SessionConnection:
+    edges: list[SessionEdge]
+    page_info: PageInfo
+    where: strawberry.Private[SessionFilter]
+    loaders: strawberry.Private[Loaders]
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        return await self.loaders.repository.count(self.where)
+
+
+@strawberry.type
+class DataSource:
+    name: str
+    live_sessions: int
+    total_sessions: int
+
+
+@strawberry.type(
+    description="A consistent view: the live sessions and the cursor of the newest event they "
+    "include."
+)
+class SessionSnapshot:
+    cursor: str
+    sessions: list[Session]
+
+
+@strawberry.type(
+    description="One committed change. Cursors are opaque strings that order events; pass the "
+    "last one you saw as after: to resume with nothing lost and nothing twice."
+)
+class SessionEvent:
+    cursor: str
+    kind: EventKind
+    session_key: strawberry.ID
+    data_source: str
+    occurred_at: datetime
+    loaders: strawberry.Private[Loaders]
+
+    @classmethod
+    def from_row(cls, row: EventRow, loaders: Loaders) -> Self:
+        return cls(
+            cursor=encode_cursor(row.cursor),
+            kind=row.kind,
+            session_key=strawberry.ID(row.session_key),
+            data_source=row.data_source,
+            occurred_at=row.occurred_at,
+            loaders=loaders,
+        )
+
+    @strawberry.field(description="The session as it is when the event is delivered.")
+    async def session(self) -> Session | None:
+        row = await self.loaders.session.load(self.session_key)
+        return None if row is None else Session.from_row(row, self.loaders)

@@ -1,0 +1,1 @@
+"""Alembic revisions of the schema, applied at start-up and by `session-service migrate`."""

@@ -1,0 +1,161 @@
+"""The event hub: the process's one bus subscriber, reading the log and fanning out locally."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from broadcaster import Broadcast
+
+from models.errors import CursorExpired
+from models.events import EventFilter
+from models.log import EventLog
+from models.tables import EventRow
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "session-events"
+BATCH = 500
+
+
+class SubscriberLagging(Exception):
+    """A subscriber's queue filled up: it must resume from its last cursor."""
+
+
+class HubClosed(Exception):
+    """The hub shut down while a subscriber was waiting."""
+
+
+class Subscriber:
+    def __init__(self, where: EventFilter, start: int, queue_size: int) -> None:
+        self.where = where
+        self.start = start
+        self.queue: asyncio.Queue[EventRow | Exception] = asyncio.Queue(queue_size + 1)
+        self.capacity = queue_size
+        self.failed = False
+
+    def offer(self, event: EventRow) -> None:
+        if self.failed or not self.where.matches(event):
+            return
+        if self.queue.qsize() >= self.capacity:
+            self.fail(SubscriberLagging(f"fell more than {self.capacity} events behind"))
+        else:
+            self.queue.put_nowait(event)
+
+    def fail(self, error: Exception) -> None:
+        # The spare slot always has room for the error that ends the stream.
+        self.failed = True
+        self.queue.put_nowait(error)
+
+
+class EventHub:
+    """Bus messages only say "look": the log is the source of truth. A periodic catch-up also
+    delivers events whose announcement was lost (a crash between commit and publish, a bus
+    hiccup)."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        broadcast_url: str,
+        *,
+        poll_interval: float = 1.0,
+        queue_size: int = 1000,
+    ) -> None:
+        self.log = log
+        self.broadcast = Broadcast(broadcast_url)
+        self.poll_interval = poll_interval
+        self.queue_size = queue_size
+        self.position = 0
+        self._subscribers: set[Subscriber] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.position = (await self.log.state()).last_cursor
+        await self.broadcast.connect()
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="hub-listen"),
+            asyncio.create_task(self._read(), name="hub-read"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for subscriber in list(self._subscribers):
+            subscriber.fail(HubClosed("the server is shutting down"))
+        await self.broadcast.disconnect()
+
+    async def announce(self, cursor: int) -> None:
+        """Called after a commit: wake this process at once and every other one via the bus."""
+        self._wake.set()
+        await self.broadcast.publish(CHANNEL, str(cursor))
+
+    def subscribe(self, where: EventFilter) -> Subscriber:
+        subscriber = Subscriber(where, self.position, self.queue_size)
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    async def open_stream(self, where: EventFilter, after: int | None) -> AsyncIterator[EventRow]:
+        """Events matching `where`: those after `after` from the log first, then live ones.
+
+        Registration happens before the first await, so nothing committed after this call
+        can be missed; cursors dedupe the overlap between replay and live delivery.
+        """
+        subscriber = self.subscribe(where)
+        if after is not None and after < subscriber.start:
+            pruned_through = (await self.log.state()).pruned_through
+            if after < pruned_through:
+                self.unsubscribe(subscriber)
+                raise CursorExpired(after, pruned_through)
+        return self._stream(subscriber, after)
+
+    async def _stream(self, subscriber: Subscriber, after: int | None) -> AsyncIterator[EventRow]:
+        position = subscriber.start if after is None else after
+        try:
+            while position < subscriber.start:
+                batch = await self.log.after(
+                    position, BATCH, until=subscriber.start, where=subscriber.where
+                )
+                for event in batch:
+                    yield event
+                position = batch[-1].cursor if len(batch) == BATCH else subscriber.start
+            while True:
+                item = await subscriber.queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                if item.cursor > position:
+                    position = item.cursor
+                    yield item
+        finally:
+            self.unsubscribe(subscriber)
+
+    async def _listen(self) -> None:
+        async with self.broadcast.subscribe(CHANNEL) as messages:
+            async for _ in messages:  # type: ignore[union-attr]
+                self._wake.set()
+
+    async def _read(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except Exception:
+                logger.exception("could not read the event log; retrying")
+
+    async def _catch_up(self) -> None:
+        while True:
+            batch = await self.log.after(self.position, BATCH)
+            for event in batch:
+                for subscriber in list(self._subscribers):
+                    subscriber.offer(event)
+                self.position = event.cursor
+            if len(batch) < BATCH:
+                return

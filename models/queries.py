@@ -1,0 +1,69 @@
+"""Filters and cursor pages over the sessions table."""
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col
+
+from models.errors import InvalidInput
+from models.inputs import Detail
+from models.tables import DetailRow, SessionRow, SessionStatus
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    data_source: str | None = None
+    status: SessionStatus | None = None
+    type: str | None = None
+    identifier: str | None = None
+    details: Sequence[Detail] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def conditions(self) -> list[Any]:
+        found: list[Any] = []
+        for column, value in (
+            (SessionRow.data_source, self.data_source),
+            (SessionRow.status, self.status),
+            (SessionRow.type, self.type),
+            (SessionRow.identifier, self.identifier),
+        ):
+            if value is not None:
+                found.append(col(column) == value)
+        if self.created_after is not None:
+            found.append(col(SessionRow.created_at) > self.created_after)
+        if self.created_before is not None:
+            found.append(col(SessionRow.created_at) < self.created_before)
+        for name, value in self.details:
+            found.append(
+                sa.exists().where(
+                    col(DetailRow.session_key) == SessionRow.key,
+                    col(DetailRow.name) == name,
+                    col(DetailRow.value) == value,
+                )
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class Page:
+    edges: list[tuple[str, SessionRow]]
+    has_next: bool
+
+
+def encode_page_cursor(row: SessionRow) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.key])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_page_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created_at), str(key)
+    except (ValueError, TypeError):
+        raise InvalidInput("after", "is not a cursor this API issued") from None

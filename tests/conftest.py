@@ -1,0 +1,176 @@
+"""Fixtures: a real server per test, on a fresh SQLite file or a fresh PostgreSQL database."""
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import pytest
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from api import Settings, create_app
+from models import Database
+from tests.client import Client
+
+POSTGRES_ENV = "SESSION_SERVICE_TEST_POSTGRES_URL"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IN_CI and not os.environ.get(POSTGRES_ENV):
+        raise pytest.UsageError(f"CI=true but {POSTGRES_ENV} is not set: .ci/run must set it")
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+class PostgresDatabases:
+    """Creates a migrated template database once per run, then one copy per test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url)
+        self.template = f"session_service_tmpl_{os.getpid()}"
+        self.created: list[str] = []
+
+    def _admin_dsn(self) -> str:
+        return self.url.set(drivername="postgresql", database="postgres").render_as_string(
+            hide_password=False
+        )
+
+    def _url_for(self, name: str) -> str:
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    async def _admin(self, *statements: str) -> None:
+        connection = await asyncpg.connect(self._admin_dsn())
+        try:
+            for statement in statements:
+                await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    async def _migrate_template(self) -> None:
+        await self._admin(
+            f'DROP DATABASE IF EXISTS "{self.template}"', f'CREATE DATABASE "{self.template}"'
+        )
+        database = Database(self._url_for(self.template))
+        try:
+            await database.migrate()
+        finally:
+            await database.dispose()
+
+    def setup(self) -> None:
+        asyncio.run(self._migrate_template())
+
+    def new(self) -> str:
+        name = f"session_service_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        asyncio.run(self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+        self.created.append(name)
+        return self._url_for(name)
+
+    def drop(self, url: str) -> None:
+        name = make_url(url).database
+        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def teardown(self) -> None:
+        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases | None]:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        yield None
+        return
+    databases = PostgresDatabases(url)
+    databases.setup()
+    yield databases
+    databases.teardown()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any, postgres: Any) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}"
+        return
+    if postgres is None:
+        pytest.skip(
+            f"PostgreSQL variant: set {POSTGRES_ENV}=postgresql+asyncpg://postgres@127.0.0.1:5432/"
+            "postgres to run it (`make test` does when a local server answers)"
+        )
+    url = postgres.new()
+    yield url
+    postgres.drop(url)
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+class LiveServer:
+    """create_app(settings) served by uvicorn on a free loopback port, in a thread of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=0, log_level="warning", ws_per_message_deflate=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url, event_poll_interval=0.5, cleanup_interval_seconds=3600
+    )
+
+
+@pytest.fixture
+def make_server(settings: Settings) -> Iterator[Any]:
+    """Start a server with the test's settings, optionally changed: make_server(profile=...)."""
+    started: list[LiveServer] = []
+
+    def make(**changes: Any) -> LiveServer:
+        server = LiveServer(replace(settings, **changes)).__enter__()
+        started.append(server)
+        return server
+
+    yield make
+    for server in reversed(started):
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def server(make_server: Any) -> LiveServer:
+    return make_server()
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[Client]:
+    with Client(server.url) as client:
+        yield client
