@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 SESSION_FIELDS = """
     key dataSource type version identifier utcOffsetSeconds status isComplete streams
@@ -133,7 +134,7 @@ class Subscription:
     def __enter__(self) -> "Subscription":
         self._stack = ExitStack()
         self.socket = self._stack.enter_context(
-            connect(self.ws_url, subprotocols=["graphql-transport-ws"], open_timeout=10)
+            connect(self.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=10)
         )
         init: dict[str, Any] = {"type": "connection_init"}
         if self.init_payload is not None:
