@@ -101,7 +101,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any, postgres: Any) -
     if postgres is None:
         pytest.skip(
             f"PostgreSQL variant: set {POSTGRES_ENV}=postgresql+asyncpg://postgres@127.0.0.1:5432/"
-            "postgres to run it (`make test` does when a local server answers)"
+            "postgres to run it (.ci/run sets it)"
         )
     url = postgres.new()
     yield url
