@@ -8,20 +8,36 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.config import Settings, load_settings
 from api.context import Context, Services
+from api.metrics import WEBSOCKETS_OPEN, StoredSessions, metrics_endpoint
 from api.schema import build_schema
 from models import Database, EventHub, EventLog, SessionRepository
 from models.janitor import Janitor
 
 
 class GraphQLView(GraphQL[Context, None]):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return await super().__call__(scope, receive, send)
+        WEBSOCKETS_OPEN.inc()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            WEBSOCKETS_OPEN.dec()
+
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
-        return Context(services=request.app.state.services)
+        context = Context(services=request.app.state.services)
+        if given := request.headers.get("x-request-id"):
+            context.request_id = given[:64]
+        if isinstance(response, Response):
+            response.headers["x-request-id"] = context.request_id
+        return context
 
 
 async def healthz(request: Request) -> Response:
@@ -52,13 +68,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         repository = SessionRepository(database, settings.limits, announce=hub.announce)
         janitor = Janitor(
-            repository,
-            event_retention=settings.event_retention_seconds,
-            interval=settings.cleanup_interval_seconds,
+            repository, settings.retention, interval=settings.cleanup_interval_seconds
         )
         await hub.start()
         janitor.start()
         app.state.services = Services(settings=settings, repository=repository, hub=hub)
+        app.state.stored_sessions = StoredSessions(repository, settings.metrics_cache_seconds)
         try:
             yield
         finally:
@@ -77,5 +92,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -2,13 +2,17 @@
 
 import argparse
 import asyncio
-import logging
+import contextlib
+import logging.config
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
 
 from api.config import ConfigError, Settings, load_settings
+from api.observability import logging_config
 from api.schema import build_schema
 from models import Database
 
@@ -32,17 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-format", choices=["text", "json"], help="overrides the setting")
     commands.add_parser("migrate", help="apply database migrations and exit")
     export = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
     export.add_argument("--output", "-o", default="schema.graphql", help="a path, or - for stdout")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = load_settings()
     except ConfigError as error:
         print(f"session-service: configuration error: {error}", file=sys.stderr)
         return 2
+    log_format = getattr(args, "log_format", None) or settings.log_format
+    log_config = logging_config(log_format)
+    logging.config.dictConfig(log_config)
 
     if args.command == "export-schema":
         sdl = export_schema(settings)
@@ -63,14 +70,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Migrate once here, so that worker processes start on a current schema.
     asyncio.run(_migrate(settings))
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        ws_per_message_deflate=False,
-    )
+    with contextlib.ExitStack() as stack:
+        if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            # Workers share their metrics through files in one directory.
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="session-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            ws_per_message_deflate=False,
+            log_config=log_config,
+        )
     return 0
 
 

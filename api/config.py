@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from models import Limits
+from models.janitor import Retention
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,28 @@ class Settings:
     # How often the hub reads the event log even without a bus message (the safety net).
     event_poll_interval: float = 1.0
     subscriber_queue_size: int = 1000
-    # Events older than this are deleted; resuming from before them gives CURSOR_EXPIRED.
+    # Cleanup periods in seconds; 0 turns one off. Resuming from a deleted event's cursor
+    # gives CURSOR_EXPIRED.
+    idle_timeout_seconds: float = 0
+    session_retention_seconds: float = 90 * 24 * 3600
     event_retention_seconds: float = 30 * 24 * 3600
     cleanup_interval_seconds: float = 60.0
     db_pool_size: int = 10
+    # How long /metrics may reuse the per-data-source counts it read from the database.
+    metrics_cache_seconds: float = 5.0
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def development(self) -> bool:
         return self.profile == "development"
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(
+            idle_timeout=self.idle_timeout_seconds or None,
+            ended_sessions=self.session_retention_seconds or None,
+            events=self.event_retention_seconds or None,
+        )
 
 
 def _boolean(value: Any) -> bool:
@@ -63,6 +78,21 @@ def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse
 
 
+def _non_negative(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"{value!r} is negative")
+    return number
+
+
+def _log_format(value: Any) -> Literal["text", "json"]:
+    if value not in ("text", "json"):
+        raise ValueError(f"{value!r} is neither text nor json")
+    return value  # type: ignore[no-any-return]
+
+
 def _profile(value: Any) -> Profile:
     if value not in ("development", "production"):
         raise ValueError(f"{value!r} is neither development nor production")
@@ -82,9 +112,13 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "profile": _profile,
     "event_poll_interval": _positive(float),
     "subscriber_queue_size": _positive(int),
-    "event_retention_seconds": _positive(float),
+    "idle_timeout_seconds": _non_negative,
+    "session_retention_seconds": _non_negative,
+    "event_retention_seconds": _non_negative,
     "cleanup_interval_seconds": _positive(float),
     "db_pool_size": _positive(int),
+    "metrics_cache_seconds": _non_negative,
+    "log_format": _log_format,
 }
 _LIMIT_PARSER = _positive(int)
 

@@ -1,6 +1,7 @@
 """The per-request context: what resolvers may use, built from the app's shared services."""
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 from api.config import Settings
 from api.errors import disabled
@@ -20,6 +21,7 @@ class Services:
 @dataclass
 class Context:
     services: Services
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def repository(self) -> SessionRepository:

@@ -25,6 +25,7 @@ from api.inputs import (
     UpdateSessionDetailsInput,
     UpdateSessionIdentifierInput,
 )
+from api.metrics import SESSIONS_CREATED, SESSIONS_ENDED
 from api.types import Session
 from models import DomainError, SessionRow
 
@@ -95,7 +96,11 @@ class Mutation:
         self, info: ContextInfo, input: CreateSessionInput
     ) -> CreateSessionResult:
         async def change() -> SessionCreated:
-            row = await info.context.repository.create(input.to_domain(), input.idempotency_key)
+            row, created = await info.context.repository.create(
+                input.to_domain(), input.idempotency_key
+            )
+            if created:
+                SESSIONS_CREATED.labels(row.data_source).inc()
             return SessionCreated(session=Session.from_row(row, info.context.loaders()))
 
         return await _run(info, change)
@@ -161,6 +166,8 @@ class Mutation:
             row, already = await info.context.repository.end(
                 input.session_key, input.data_source, input.ended_at
             )
+            if not already:
+                SESSIONS_ENDED.labels(row.data_source).inc()
             session = Session.from_row(row, info.context.loaders())
             return SessionEnded(session=session, already_ended=already)
 

@@ -6,12 +6,15 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
+from sqlalchemy.exc import DBAPIError
 from strawberry.extensions import AddValidationRules, MaskErrors, ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
 from api.config import Settings
 from api.errors import ApiError
+from api.metrics import DATABASE_ERRORS
 from api.mutations import Mutation
+from api.observability import ObserveOperations
 from api.queries import Query
 from api.subscriptions import Subscription
 
@@ -50,6 +53,8 @@ class SessionSchema(strawberry.Schema):
     ) -> None:
         # Expected errors are the client's business; only unexpected ones are worth a trace.
         for error in errors:
+            if isinstance(error.original_error, DBAPIError):
+                DATABASE_ERRORS.inc()
             if _unexpected(error):
                 operation = execution_context.operation_name if execution_context else None
                 log.error(
@@ -64,6 +69,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
     # Factories, so that each operation gets fresh extension state; the caches are module-level.
     extensions: list[Any] = [
+        ObserveOperations,
         CodedErrors,
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),

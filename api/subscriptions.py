@@ -7,8 +7,16 @@ from strawberry.types import Info
 
 from api.context import Context
 from api.errors import top_level
+from api.metrics import EVENTS_DELIVERED, SUBSCRIBERS_DROPPED, SUBSCRIPTIONS_OPEN
 from api.types import SessionEvent
-from models import DomainError, EventFilter, EventKind, EventRow, decode_cursor
+from models import (
+    DomainError,
+    EventFilter,
+    EventKind,
+    EventRow,
+    SubscriberLagging,
+    decode_cursor,
+)
 
 ContextInfo = Info[Context, None]
 
@@ -34,8 +42,16 @@ async def _open(
 async def _present(
     events: AsyncIterator[EventRow], context: Context
 ) -> AsyncIterator[SessionEvent]:
-    async for event in events:
-        yield SessionEvent.from_row(event, context.loaders())
+    SUBSCRIPTIONS_OPEN.inc()
+    try:
+        async for event in events:
+            EVENTS_DELIVERED.inc()
+            yield SessionEvent.from_row(event, context.loaders())
+    except SubscriberLagging:
+        SUBSCRIBERS_DROPPED.inc()
+        raise
+    finally:
+        SUBSCRIPTIONS_OPEN.dec()
 
 
 def _one_source(data_source: str, kind: EventKind) -> EventFilter:

@@ -1,8 +1,10 @@
-"""Background retention: deletes events older than the retention period."""
+"""Background cleanup: ends idle sessions, deletes old ended sessions and old events."""
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from models.repository import SessionRepository
@@ -11,12 +13,21 @@ from models.tables import utcnow
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Retention:
+    """Each period in seconds; None turns that part of the cleanup off."""
+
+    idle_timeout: float | None = None
+    ended_sessions: float | None = 90 * 24 * 3600
+    events: float | None = 30 * 24 * 3600
+
+
 class Janitor:
     def __init__(
-        self, repository: SessionRepository, *, event_retention: float, interval: float
+        self, repository: SessionRepository, retention: Retention, *, interval: float
     ) -> None:
         self.repository = repository
-        self.event_retention = timedelta(seconds=event_retention)
+        self.retention = retention
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
 
@@ -30,9 +41,16 @@ class Janitor:
                 await self._task
 
     async def sweep(self) -> None:
-        pruned = await self.repository.prune_events(utcnow() - self.event_retention)
-        if pruned:
-            log.info("pruned %d events older than %s", pruned, self.event_retention)
+        now = utcnow()
+        for period, step, what in (
+            (self.retention.idle_timeout, self.repository.end_idle, "ended idle sessions"),
+            (self.retention.ended_sessions, self.repository.delete_ended, "deleted sessions"),
+            (self.retention.events, self.repository.prune_events, "pruned events"),
+        ):
+            if period is not None:
+                count = await _drain(step, now - timedelta(seconds=period))
+                if count:
+                    log.info("%s: %d", what, count)
 
     async def _run(self) -> None:
         while True:
@@ -40,4 +58,12 @@ class Janitor:
             try:
                 await self.sweep()
             except Exception:
-                log.exception("retention sweep failed; retrying in %ss", self.interval)
+                log.exception("cleanup failed; retrying in %ss", self.interval)
+
+
+async def _drain(step: Callable[..., Awaitable[int]], before: object, batch: int = 500) -> int:
+    """Run a batched cleanup step until a batch comes back short."""
+    total = 0
+    while (count := await step(before, batch)) >= batch:
+        total += count
+    return total + count

@@ -102,7 +102,10 @@ class SessionRepository:
                 # Committed is committed: the hub's periodic catch-up delivers it anyway.
                 log.exception("could not announce event %s", write.events[-1].cursor)
 
-    async def create(self, new: NewSession, idempotency_key: str | None = None) -> SessionRow:
+    async def create(
+        self, new: NewSession, idempotency_key: str | None = None
+    ) -> tuple[SessionRow, bool]:
+        """Create a session; returns it and False when an idempotent retry found the first one."""
         new.validate(self.limits)
         if idempotency_key is not None:
             check_key(idempotency_key, self.limits, "idempotencyKey")
@@ -113,7 +116,7 @@ class SessionRepository:
                 if record is not None:
                     if record.fingerprint != new.fingerprint():
                         raise IdempotencyMismatch(idempotency_key)
-                    return await self._row(session, record.session_key)
+                    return await self._row(session, record.session_key), False
             associates = unique(new.associate_keys)
             found = await self._existing_keys(session, associates)
             for key in new.associate_keys:
@@ -154,7 +157,7 @@ class SessionRepository:
                     )
                 )
             write.record(EventKind.STARTED, row)
-        return row
+        return row, True
 
     async def update_details(self, change: DetailsChange) -> SessionRow:
         change.validate(self.limits)
@@ -458,17 +461,58 @@ class SessionRepository:
         async with self.database.read() as session:
             return await walk(session, keys, direction, max_depth)
 
-    # -- retention ---------------------------------------------------------------------------
+    # -- cleanup -----------------------------------------------------------------------------
 
-    async def prune_events(self, before: datetime) -> int:
-        """Delete events that occurred before `before`; older cursors then expire."""
+    async def end_idle(self, idle_since: datetime, limit: int = 500) -> int:
+        """End up to `limit` live sessions unchanged since `idle_since`, each with one STOPPED
+        event. Racing instances are serialised by the log lock, so each session ends once."""
+        async with self._writing() as write:
+            rows = (
+                await write.session.exec(
+                    select(SessionRow)
+                    .where(
+                        SessionRow.status == SessionStatus.LIVE,
+                        col(SessionRow.updated_at) < idle_since,
+                    )
+                    .order_by(col(SessionRow.updated_at))
+                    .limit(limit)
+                )
+            ).all()
+            for row in rows:
+                row.status = SessionStatus.ENDED
+                row.ended_at = utcnow()
+                self._touch(write, row, EventKind.STOPPED)
+        return len(rows)
+
+    async def delete_ended(self, ended_before: datetime, limit: int = 500) -> int:
+        """Delete up to `limit` sessions that ended before `ended_before`, with their parts."""
+        async with self._writing() as write:
+            keys = (
+                select(SessionRow.key)
+                .where(
+                    SessionRow.status == SessionStatus.ENDED,
+                    col(SessionRow.ended_at) < ended_before,
+                )
+                .limit(limit)
+            )
+            result: Any = await write.session.exec(
+                sa.delete(SessionRow).where(col(SessionRow.key).in_(keys.scalar_subquery()))
+            )
+            return int(result.rowcount)
+
+    async def prune_events(self, before: datetime, limit: int = 500) -> int:
+        """Delete up to `limit` of the oldest events that occurred before `before`; cursors
+        before the newest deleted one then expire."""
         async with self._writing() as write:
             session = write.session
-            newest = (
-                await session.exec(
-                    select(sa.func.max(EventRow.cursor)).where(EventRow.occurred_at < before)
-                )
-            ).one()
+            oldest = (
+                select(EventRow.cursor)
+                .where(EventRow.occurred_at < before)
+                .order_by(col(EventRow.cursor))
+                .limit(limit)
+                .subquery()
+            )
+            newest = (await session.exec(select(sa.func.max(oldest.c.cursor)))).one()
             if newest is None:
                 return 0
             result: Any = await session.exec(

@@ -1,0 +1,103 @@
+"""Prometheus metrics: process counters, and session gauges computed from the database."""
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from models import SessionRepository
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+SESSIONS_CREATED = Counter(
+    "session_service_sessions_created_total", "Sessions created.", ["data_source"]
+)
+SESSIONS_ENDED = Counter(
+    "session_service_sessions_ended_total", "Sessions ended by endSession.", ["data_source"]
+)
+OPERATION_SECONDS = Histogram(
+    "session_service_graphql_operation_seconds",
+    "Time to execute a GraphQL operation (a subscription: until its stream is set up).",
+    ["operation_type"],
+)
+WEBSOCKETS_OPEN = Gauge(
+    "session_service_websocket_connections",
+    "Open WebSocket connections.",
+    multiprocess_mode="livesum",
+)
+SUBSCRIPTIONS_OPEN = Gauge(
+    "session_service_subscriptions", "Open subscriptions.", multiprocess_mode="livesum"
+)
+EVENTS_DELIVERED = Counter(
+    "session_service_events_delivered_total", "Events delivered to subscribers."
+)
+SUBSCRIBERS_DROPPED = Counter(
+    "session_service_subscribers_dropped_total",
+    "Subscriptions ended because their subscriber fell too far behind (it resumes by cursor).",
+)
+DATABASE_ERRORS = Counter(
+    "session_service_database_errors_total", "Operations that failed in the database."
+)
+
+
+class StoredSessions(Collector):
+    """`stream_api_sessions_total` and live sessions per data source, read from the database at
+    scrape time (so they are right whichever instance wrote), cached for `ttl` seconds."""
+
+    def __init__(self, repository: SessionRepository, ttl: float) -> None:
+        self.repository = repository
+        self.ttl = ttl
+        self._read_at = -float("inf")
+        self._rows: list[tuple[str, int, int]] = []
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self._read_at >= self.ttl:
+            self._rows = await self.repository.data_sources()
+            self._read_at = time.monotonic()
+
+    def collect(self) -> Iterator[Any]:
+        total = GaugeMetricFamily(
+            "stream_api_sessions_total", "Sessions stored, by data source.", labels=["data_source"]
+        )
+        live = GaugeMetricFamily(
+            "session_service_live_sessions",
+            "Live sessions, by data source.",
+            labels=["data_source"],
+        )
+        for name, live_count, total_count in self._rows:
+            total.add_metric([name], total_count)
+            live.add_metric([name], live_count)
+        yield total
+        yield live
+
+
+def _process_registry() -> CollectorRegistry:
+    if not MULTIPROCESS:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    stored: StoredSessions = request.app.state.stored_sessions
+    await stored.refresh()
+    database = CollectorRegistry(auto_describe=False)
+    database.register(stored)
+    body = generate_latest(_process_registry()) + generate_latest(database)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
