@@ -28,6 +28,20 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class EnumText(sa.TypeDecorator[StrEnum]):
+    """A StrEnum stored as its text, read back as the member (so `is` comparisons hold)."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_result_value(self, value: str | None, dialect: Any) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -57,7 +71,7 @@ class SessionRow(SQLModel, table=True):
     version: int
     identifier: str
     utc_offset_seconds: int
-    status: SessionStatus = Field(sa_type=sa.String)
+    status: SessionStatus = Field(sa_type=EnumText(SessionStatus))
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -101,7 +115,7 @@ class EventRow(SQLModel, table=True):
     cursor: int = Field(
         primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
     )
-    kind: EventKind = Field(sa_type=sa.String)
+    kind: EventKind = Field(sa_type=EnumText(EventKind))
     session_key: str
     data_source: str
     occurred_at: datetime = Field(sa_type=UTCDateTime)
