@@ -19,12 +19,14 @@ from models import Database
 from tests.client import Client
 
 POSTGRES_ENV = "SESSION_SERVICE_TEST_POSTGRES_URL"
+REDIS_ENV = "SESSION_SERVICE_TEST_REDIS_URL"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if IN_CI and not os.environ.get(POSTGRES_ENV):
-        raise pytest.UsageError(f"CI=true but {POSTGRES_ENV} is not set: .ci/run must set it")
+    for variable in (POSTGRES_ENV, REDIS_ENV):
+        if IN_CI and not os.environ.get(variable):
+            raise pytest.UsageError(f"CI=true but {variable} is not set: .ci/run must set it")
 
 
 # -- databases -------------------------------------------------------------------------------
@@ -106,6 +108,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any, postgres: Any) -
     url = postgres.new()
     yield url
     postgres.drop(url)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get(REDIS_ENV)
+    if not url:
+        pytest.skip(f"Redis tests: set {REDIS_ENV}=redis://127.0.0.1:6379/0 to run them")
+    return url
 
 
 # -- the server --------------------------------------------------------------------------------

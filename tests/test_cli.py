@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.client import Client
 
@@ -40,16 +41,7 @@ def served(database_url: str, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "session-service serve exited"
-            assert time.monotonic() < deadline, "session-service serve did not answer in 30 s"
-            time.sleep(0.1)
+        _wait_until_healthy(url, process)
         yield url
     finally:
         process.terminate()
@@ -107,3 +99,68 @@ def test_invalid_configuration_is_refused_naming_the_key(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "SESSION_SERVICE_EVENT_POLL_INTERVAL" in result.stderr
+
+
+def test_metrics_add_up_across_two_worker_processes(tmp_path: Path, redis_url: str) -> None:
+    port = _free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = _environment(
+        f"sqlite+aiosqlite:///{tmp_path / 'workers.db'}",
+        SESSION_SERVICE_BROADCAST_URL=redis_url,
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
+    process = subprocess.Popen(
+        [COMMAND, "serve", "--workers", "2", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(url, process)
+        created = 0
+        # New connections spread over the workers; stop once both have created sessions.
+        deadline = time.monotonic() + 60
+        while _workers_that_created(metrics_dir, "car-w") < 2:
+            assert time.monotonic() < deadline, "the work never reached both workers"
+            with Client(url) as client:
+                client.create(dataSource="car-w")
+            created += 1
+        for _ in range(4):  # whichever worker answers the scrape, the sums are the same
+            text = httpx.get(f"{url}/metrics").text
+            assert (
+                f'session_service_sessions_created_total{{data_source="car-w"}} {created}.0' in text
+            )
+            assert f'stream_api_sessions_total{{data_source="car-w"}} {created}.0' in text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, "session-service serve exited"
+        assert time.monotonic() < deadline, "session-service serve did not answer in 30 s"
+        time.sleep(0.1)
+
+
+def _workers_that_created(metrics_dir: Path, data_source: str) -> int:
+    """How many worker processes have counted a created session of this data source."""
+    count = 0
+    for path in metrics_dir.glob("counter_*.db"):
+        for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
+            if any(
+                sample.name == "session_service_sessions_created_total"
+                and sample.labels.get("data_source") == data_source
+                and sample.value > 0
+                for sample in metric.samples
+            ):
+                count += 1
+    return count
