@@ -5,8 +5,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from broadcaster import Broadcast
-
+from models.bus import Bus
 from models.errors import CursorExpired
 from models.events import EventFilter
 from models.log import EventLog
@@ -14,7 +13,6 @@ from models.tables import EventRow
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "session-events"
 BATCH = 500
 
 
@@ -62,7 +60,7 @@ class EventHub:
         queue_size: int = 1000,
     ) -> None:
         self.log = log
-        self.broadcast = Broadcast(broadcast_url)
+        self.bus = Bus(broadcast_url, on_message=self._wake_up, on_connected=self._wake_up)
         self.poll_interval = poll_interval
         self.queue_size = queue_size
         self.position = 0
@@ -72,11 +70,8 @@ class EventHub:
 
     async def start(self) -> None:
         self.position = (await self.log.state()).last_cursor
-        await self.broadcast.connect()
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="hub-listen"),
-            asyncio.create_task(self._read(), name="hub-read"),
-        ]
+        await self.bus.start()
+        self._tasks = [asyncio.create_task(self._read(), name="hub-read")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -86,12 +81,15 @@ class EventHub:
                 await task
         for subscriber in list(self._subscribers):
             subscriber.fail(HubClosed("the server is shutting down"))
-        await self.broadcast.disconnect()
+        await self.bus.stop()
 
-    async def announce(self, cursor: int) -> None:
+    def announce(self, cursor: int) -> None:
         """Called after a commit: wake this process at once and every other one via the bus."""
         self._wake.set()
-        await self.broadcast.publish(CHANNEL, str(cursor))
+        self.bus.publish(cursor)
+
+    def _wake_up(self) -> None:
+        self._wake.set()
 
     def subscribe(self, where: EventFilter) -> Subscriber:
         subscriber = Subscriber(where, self.position, self.queue_size)
@@ -134,11 +132,6 @@ class EventHub:
                     yield item
         finally:
             self.unsubscribe(subscriber)
-
-    async def _listen(self) -> None:
-        async with self.broadcast.subscribe(CHANNEL) as messages:
-            async for _ in messages:  # type: ignore[union-attr]
-                self._wake.set()
 
     async def _read(self) -> None:
         while True:

@@ -1,7 +1,6 @@
 """The repository: one transaction per use case, every change committed with its event row."""
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,10 +43,8 @@ from models.tables import (
     utcnow,
 )
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
-Announce = Callable[[int], Awaitable[None]]
+Announce = Callable[[int], None]
 
 # Below SQLite's and asyncpg's limits on bound parameters in one statement.
 CHUNK = 5000
@@ -96,11 +93,7 @@ class SessionRepository:
             write = _Write(session, state)
             yield write
         if write.events and self._announce is not None:
-            try:
-                await self._announce(write.events[-1].cursor)
-            except Exception:
-                # Committed is committed: the hub's periodic catch-up delivers it anyway.
-                log.exception("could not announce event %s", write.events[-1].cursor)
+            self._announce(write.events[-1].cursor)
 
     async def create(
         self, new: NewSession, idempotency_key: str | None = None
