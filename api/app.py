@@ -1,5 +1,6 @@
 """The Starlette application: create_app(settings), its lifespan, routes and GraphQL view."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,8 @@ from api.schema import build_schema
 from models import Database, EventHub, EventLog, SessionRepository
 from models.janitor import Janitor
 
+READY_TIMEOUT = 2.0
+
 
 class GraphQLView(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -32,7 +35,10 @@ class GraphQLView(GraphQL[Context, None]):
             WEBSOCKETS_OPEN.dec()
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
-        context = Context(services=request.app.state.services)
+        context = Context(
+            services=request.app.state.services,
+            websocket=request if isinstance(request, WebSocket) else None,
+        )
         if given := request.headers.get("x-request-id"):
             context.request_id = given[:64]
         if isinstance(response, Response):
@@ -45,12 +51,19 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready while the database answers. The bus is reported but does not decide: without it,
+    events still flow through the hubs' periodic log reads, only later."""
     services: Services = request.app.state.services
+    bus = services.hub.bus
+    report = {"bus": "connected" if bus.connected else "reconnecting"}
     try:
-        await services.repository.database.ping()
+        await asyncio.wait_for(services.repository.database.ping(), READY_TIMEOUT)
     except Exception as error:
-        return JSONResponse({"status": "unavailable", "database": repr(error)}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+        report |= {"status": "unavailable", "database": type(error).__name__}
+        return JSONResponse(report, status_code=503)
+    return JSONResponse(
+        {"status": "ok" if bus.connected else "degraded", "database": "ok", **report}
+    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -3,6 +3,8 @@
 import uuid
 from dataclasses import dataclass, field
 
+from starlette.websockets import WebSocket
+
 from api.config import Settings
 from api.errors import disabled
 from api.loaders import Loaders
@@ -21,6 +23,7 @@ class Services:
 @dataclass
 class Context:
     services: Services
+    websocket: WebSocket | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property

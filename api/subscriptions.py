@@ -1,5 +1,6 @@
 """The Subscription root: committed events, replayed from a cursor and then live."""
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import strawberry
@@ -14,11 +15,15 @@ from models import (
     EventFilter,
     EventKind,
     EventRow,
+    HubClosed,
     SubscriberLagging,
     decode_cursor,
 )
 
 ContextInfo = Info[Context, None]
+
+TRY_AGAIN_LATER = 1013
+SERVICE_RESTART = 1012
 
 
 async def _open(
@@ -47,11 +52,20 @@ async def _present(
         async for event in events:
             EVENTS_DELIVERED.inc()
             yield SessionEvent.from_row(event, context.loaders())
-    except SubscriberLagging:
+    except SubscriberLagging as error:
         SUBSCRIBERS_DROPPED.inc()
-        raise
+        await _close(context, TRY_AGAIN_LATER, f"{error}: resume with after: your last cursor")
+    except HubClosed:
+        await _close(context, SERVICE_RESTART, "the server is restarting: resume by cursor")
     finally:
         SUBSCRIPTIONS_OPEN.dec()
+
+
+async def _close(context: Context, code: int, reason: str) -> None:
+    """End the connection with a code graphql-ws clients retry, so they resume by cursor."""
+    if context.websocket is not None:
+        with contextlib.suppress(RuntimeError):  # already closed
+            await context.websocket.close(code, reason)
 
 
 def _one_source(data_source: str, kind: EventKind) -> EventFilter:

@@ -1,10 +1,12 @@
-"""The supervised bus: broadcaster, reconnected with backoff, watched by heartbeats.
+"""The supervised bus: a broadcaster backend, reconnected with backoff, watched by heartbeats.
 
-broadcaster alone loses messages silently when its backend drops and leaves its subscribers
-waiting forever (its listener task dies). Here a supervisor owns the connection: it publishes a
-heartbeat and expects to hear it back, reconnects with backoff when the bus goes quiet or fails,
-and calls `on_connected` after every (re)connection so the hub catches up from the event log.
-Publishing never blocks a caller: the newest cursor is handed to a publisher task.
+broadcaster's `Broadcast` loses messages silently when its backend drops and leaves its
+subscribers waiting forever (its listener task dies), and keeps only one of several subscribers
+that arrive on a channel at once. The hub is the only subscriber in a process, so the bus drives
+a broadcaster backend directly: a supervisor owns the connection, publishes a heartbeat and
+expects to hear traffic back, reconnects with backoff when the bus goes quiet or fails, and calls
+`on_connected` after every (re)connection so the hub catches up from the event log. Publishing
+never blocks a caller: the newest cursor is handed to a publisher task.
 """
 
 import asyncio
@@ -12,17 +14,33 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from urllib.parse import urlparse
 
-from broadcaster import Broadcast
+from broadcaster._backends.base import BroadcastBackend
+from broadcaster._backends.memory import MemoryBackend
+from broadcaster._backends.postgres import PostgresBackend
+
+from models.redis_backend import RedisBackend
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "session-events"
+CHANNEL = "session_events"
 HEARTBEAT_PREFIX = "heartbeat:"
 
 
 class BusSilent(Exception):
     """Nothing, not even our own heartbeat, came back in time."""
+
+
+def backend_for(url: str, timeout: float) -> BroadcastBackend:
+    scheme = urlparse(url).scheme
+    if scheme == "memory":
+        return MemoryBackend(url)
+    if scheme in ("redis", "rediss"):
+        return RedisBackend(url, timeout=timeout)
+    if scheme in ("postgres", "postgresql"):
+        return PostgresBackend(url)
+    raise ValueError(f"unsupported bus {scheme}:// (use memory://, redis:// or postgres://)")
 
 
 class Bus:
@@ -46,16 +64,21 @@ class Bus:
         self.connected = False
         self.reconnects = 0
         self._identity = f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}"
-        self._broadcast: Broadcast | None = None
+        self._backend: BroadcastBackend | None = None
         self._pending: int | None = None
         self._publish_wanted = asyncio.Event()
+        self._up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        """Start, waiting up to `timeout` for a first connection; a bus that is down at start-up
+        delays only cross-instance wake-ups, so the service starts anyway."""
         self._tasks = [
             asyncio.create_task(self._supervise(), name="bus-supervisor"),
             asyncio.create_task(self._publish_pending(), name="bus-publisher"),
         ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), self.timeout)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -75,27 +98,28 @@ class Bus:
             await self._publish_wanted.wait()
             self._publish_wanted.clear()
             cursor, self._pending = self._pending, None
-            broadcast = self._broadcast
-            if cursor is None or broadcast is None or not self.connected:
+            backend = self._backend
+            if cursor is None or backend is None:
                 continue  # other instances find it by their periodic log read
             try:
-                await asyncio.wait_for(broadcast.publish(CHANNEL, str(cursor)), self.timeout)
+                await asyncio.wait_for(backend.publish(CHANNEL, str(cursor)), self.timeout)
             except Exception as error:
                 log.warning("could not publish cursor %s: %r", cursor, error)
 
     async def _supervise(self) -> None:
         backoff = 0.1
         while True:
-            broadcast = Broadcast(self.url)
+            backend = backend_for(self.url, self.timeout)
             try:
-                await asyncio.wait_for(broadcast.connect(), self.timeout)
-                async with broadcast.subscribe(CHANNEL) as messages:
-                    self._broadcast = broadcast
-                    self.connected = True
-                    log.info("bus %s connected", _redacted(self.url))
-                    self.on_connected()
-                    backoff = 0.1
-                    await self._listen(broadcast, messages)
+                await asyncio.wait_for(backend.connect(), self.timeout)
+                await asyncio.wait_for(backend.subscribe(CHANNEL), self.timeout)
+                self._backend = backend
+                self.connected = True
+                self._up.set()
+                log.info("bus %s connected", _redacted(self.url))
+                self.on_connected()
+                backoff = 0.1
+                await self._listen(backend)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -104,33 +128,33 @@ class Bus:
                 )
             finally:
                 self.connected = False
-                self._broadcast = None
+                self._up.clear()
+                self._backend = None
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(broadcast.disconnect(), self.timeout)
+                    await asyncio.wait_for(backend.disconnect(), self.timeout)
             self.reconnects += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
-    async def _listen(self, broadcast: Broadcast, messages: object) -> None:
+    async def _listen(self, backend: BroadcastBackend) -> None:
         """Deliver messages until the bus fails or goes quiet for longer than `timeout`."""
-        get = messages.get  # type: ignore[attr-defined]
         if self.local:
             while True:
-                await get()
+                await backend.next_published()
                 self.on_message()
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._beat(broadcast))
+            group.create_task(self._beat(backend))
             while True:
                 try:
-                    event = await asyncio.wait_for(get(), self.timeout)
+                    event = await asyncio.wait_for(backend.next_published(), self.timeout)
                 except TimeoutError:
                     raise BusSilent(f"no message for {self.timeout}s") from None
                 if not event.message.startswith(HEARTBEAT_PREFIX):
                     self.on_message()
 
-    async def _beat(self, broadcast: Broadcast) -> None:
+    async def _beat(self, backend: BroadcastBackend) -> None:
         while True:
-            await asyncio.wait_for(broadcast.publish(CHANNEL, self._identity), self.timeout)
+            await asyncio.wait_for(backend.publish(CHANNEL, self._identity), self.timeout)
             await asyncio.sleep(self.heartbeat)
 
 
