@@ -4,9 +4,11 @@ import logging
 from typing import Any
 
 import strawberry
+from asyncpg.exceptions import PostgresConnectionError
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from strawberry.extensions import AddValidationRules, MaskErrors, ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
@@ -21,30 +23,54 @@ from api.subscriptions import Subscription
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "Unexpected error."
+UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly (with the same idempotencyKey)."
 
 
 def _unexpected(error: GraphQLError) -> bool:
     return error.original_error is not None and not isinstance(error.original_error, ApiError)
 
 
+def _unavailable(error: BaseException | None) -> bool:
+    """A failure to reach the database, as opposed to a bug: the client may retry."""
+    if isinstance(error, DBAPIError):
+        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+        return (
+            error.connection_invalidated
+            or error.statement is None  # failed while connecting, before any statement
+            or isinstance(error, OperationalError | InterfaceError)
+            or sqlstate.startswith(("08", "57P"))  # connection exception, admin shutdown
+        )
+    return isinstance(error, OSError | TimeoutError | SATimeoutError | PostgresConnectionError)
+
+
 class CodedErrors(MaskErrors):
-    """Every top-level error carries `extensions.code`; unexpected ones are masked as INTERNAL."""
-
-    def __init__(self) -> None:
-        super().__init__(should_mask_error=_unexpected, error_message=INTERNAL_MESSAGE)
-
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        masked = super().anonymise_error(error)
-        masked.extensions = {"code": "INTERNAL"}
-        return masked
+    """Every top-level error carries `extensions.code`: unexpected ones are masked as INTERNAL,
+    a database that cannot be reached is UNAVAILABLE (retryable)."""
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        processed = super()._process_errors(errors)
-        for error in processed:
-            if not (error.extensions or {}).get("code"):
-                # Parse and validation errors of the document itself.
-                error.extensions = {**(error.extensions or {}), "code": "VALIDATION"}
-        return processed
+        return [self._coded(error) for error in errors]
+
+    @staticmethod
+    def _coded(error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if original is None:  # parse and validation errors of the document itself
+            error.extensions = {**(error.extensions or {}), "code": "VALIDATION"}
+            return error
+        if isinstance(original, ApiError):
+            return error
+        code, message = (
+            ("UNAVAILABLE", UNAVAILABLE_MESSAGE)
+            if _unavailable(original)
+            else ("INTERNAL", INTERNAL_MESSAGE)
+        )
+        return GraphQLError(
+            message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={"code": code},
+        )
 
 
 class SessionSchema(strawberry.Schema):

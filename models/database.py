@@ -28,7 +28,15 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {}
         if not self.is_sqlite:
-            options = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+            # Bounded waits everywhere, so a database outage fails requests fast instead of
+            # hanging them.
+            options = {
+                "pool_size": pool_size,
+                "max_overflow": pool_size,
+                "pool_pre_ping": True,
+                "pool_timeout": 10,
+                "connect_args": {"timeout": 5, "command_timeout": 60},
+            }
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self._write_lock = asyncio.Lock()
         if self.is_sqlite:

@@ -56,3 +56,8 @@ def test_readyz_fails_when_the_database_is_gone(make_server: Any, postgres: Any)
         assert ready.status_code == 503
         assert ready.json()["status"] == "unavailable"
         assert client.http.get("/healthz").status_code == 200
+        started = time.monotonic()
+        create = 'mutation { createSession(input: {dataSource: "a"}) { __typename } }'
+        result = client.execute(create)
+        assert result["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
+        assert time.monotonic() - started < 10
