@@ -1,10 +1,13 @@
 """Private service processes for fault tests: started, killed and restarted only by the test."""
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import redis
 
 
@@ -57,3 +60,44 @@ class PrivateRedis:
 
     def stop(self) -> None:
         self.kill()
+
+
+COMMAND = str(Path(sys.executable).parent / "session-service")
+
+
+def service_environment(database_url: str, **extra: str) -> dict[str, str]:
+    """This process's environment without any SESSION_SERVICE_ setting, plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_SERVICE_")}
+    return {**env, "SESSION_SERVICE_DATABASE_URL": database_url, **extra}
+
+
+class Served:
+    """`session-service serve` in a process of its own, on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], *args: str, cwd: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [COMMAND, "serve", "--port", str(self.port), *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def __enter__(self) -> "Served":
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, "session-service serve exited"
+            assert time.monotonic() < deadline, "session-service serve did not answer in 30 s"
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(timeout=30)
