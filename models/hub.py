@@ -41,8 +41,11 @@ class Subscriber:
             self.queue.put_nowait(event)
 
     def fail(self, error: Exception) -> None:
-        # The spare slot always has room for the error that ends the stream.
+        """End the stream: the error comes next, before anything still queued (the client
+        resumes by cursor, so dropping those events loses nothing)."""
         self.failed = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
         self.queue.put_nowait(error)
 
 
