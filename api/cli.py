@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             ws_per_message_deflate=False,
             log_config=log_config,
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
     return 0
 
