@@ -41,7 +41,7 @@ class Settings:
     # How long /metrics may reuse the per-data-source counts it read from the database.
     metrics_cache_seconds: float = 5.0
     # On SIGTERM: stop accepting, close WebSockets with 1012, let requests finish this long.
-    shutdown_timeout_seconds: float = 10.0
+    shutdown_timeout_seconds: int = 10
     log_format: Literal["text", "json"] = "text"
 
     @property
@@ -120,7 +120,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "cleanup_interval_seconds": _positive(float),
     "db_pool_size": _positive(int),
     "metrics_cache_seconds": _non_negative,
-    "shutdown_timeout_seconds": _positive(float),
+    "shutdown_timeout_seconds": _positive(int),
     "log_format": _log_format,
 }
 _LIMIT_PARSER = _positive(int)

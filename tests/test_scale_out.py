@@ -65,7 +65,7 @@ def logged_cursors(url: str, after: int = 0) -> list[int]:
 
 def receive(subscription: Subscription, count: int, seconds: float) -> list[dict[str, Any]]:
     deadline = time.monotonic() + seconds
-    events = []
+    events: list[dict[str, Any]] = []
     while len(events) < count:
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"received {len(events)} of {count} events in {seconds}s"
