@@ -1,9 +1,12 @@
 """Private service processes for fault tests: started, killed and restarted only by the test."""
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,3 +104,45 @@ class Served:
         if self.process.poll() is None:
             self.process.terminate()
         self.process.wait(timeout=30)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own (initdb in a temporary directory, a free port), so that
+    stopping it harms nobody else. Run as the postgres user when the tests run as root."""
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="session-service-pg-"))
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        assert found, "PostgreSQL server binaries not found under /usr/lib/postgresql"
+        self.bin = found[-1].parent
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> "PrivatePostgres":
+        if not self.data.exists():
+            if os.geteuid() == 0:
+                shutil.chown(self.directory, "postgres")
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust")
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+        log = str(self.directory / "server.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
