@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import Settings
+from models import Database, Limits, NewSession, SessionRepository
 from tests.client import Client, Subscription
 from tests.conftest import LiveServer
 from tests.services import PrivateRedis, Served, service_environment
@@ -186,3 +187,48 @@ def test_a_terminated_listen_connection_is_back_within_five_seconds(
             event = receive(subscription, 1, 5)[0]
             assert event["sessionKey"] == key
             assert time.monotonic() - terminated < 5
+
+
+def test_concurrent_writers_on_two_instances_yield_cursors_in_commit_order(
+    make_server: Any, database: str, redis_url: str
+) -> None:
+    changes = {"database_url": database, "broadcast_url": redis_url}
+    servers = [make_server(**changes), make_server(**changes)]
+    with Client(servers[0].url) as reader, reader.subscribe(EVENTS) as subscription:
+
+        def write(url: str) -> None:
+            with Client(url) as writer:
+                for _ in range(25):
+                    writer.create()
+
+        writers = [threading.Thread(target=write, args=(s.url,)) for s in servers * 2]
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join(timeout=60)
+        events = receive(subscription, 100, 15)
+    cursors = [int(event["cursor"]) for event in events]
+    # One writer at a time: cursors are dense and delivered in the order they committed.
+    assert cursors == logged_cursors(database) == list(range(cursors[0], cursors[0] + 100))
+
+
+def test_an_event_committed_but_never_announced_is_delivered_within_five_seconds(
+    make_server: Any, tmp_path: Path
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"
+    server = make_server(database_url=url)  # the default periodic log read: 1 s
+    with Client(server.url) as client, client.subscribe(EVENTS) as subscription:
+        # Another process commits and dies before it can tell the bus: no announcement at all.
+        async def commit_silently() -> str:
+            database = Database(url)
+            try:
+                row, _ = await SessionRepository(database, Limits()).create(NewSession("car-9"))
+                return row.key
+            finally:
+                await database.dispose()
+
+        started = time.monotonic()
+        key = asyncio.run(commit_silently())
+        event = receive(subscription, 1, 5)[0]
+        assert event["sessionKey"] == key
+        assert time.monotonic() - started < 5
