@@ -27,7 +27,8 @@ UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly (with the same
 
 
 def _unexpected(error: GraphQLError) -> bool:
-    return error.original_error is not None and not isinstance(error.original_error, ApiError)
+    # graphql-core reports bad variable values as a GraphQLError wrapping another one.
+    return error.original_error is not None and not isinstance(error.original_error, GraphQLError)
 
 
 def _unavailable(error: BaseException | None) -> bool:
@@ -53,10 +54,11 @@ class CodedErrors(MaskErrors):
     @staticmethod
     def _coded(error: GraphQLError) -> GraphQLError:
         original = error.original_error
-        if original is None:  # parse and validation errors of the document itself
-            error.extensions = {**(error.extensions or {}), "code": "VALIDATION"}
-            return error
         if isinstance(original, ApiError):
+            return error
+        if original is None or isinstance(original, GraphQLError):
+            # The document or its variables: parse, validation and coercion errors.
+            error.extensions = {**(error.extensions or {}), "code": "VALIDATION"}
             return error
         code, message = (
             ("UNAVAILABLE", UNAVAILABLE_MESSAGE)

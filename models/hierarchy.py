@@ -6,7 +6,7 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.tables import AssociationRow, SessionRow
@@ -52,7 +52,7 @@ async def walk(
     frontier = sa.select(reached.c.key)
     if max_depth is not None:
         frontier = frontier.where(reached.c.depth < max_depth)
-    edges = sa.select(source, target).where(source.in_(frontier))
+    edges: Any = select(source, target).where(source.in_(frontier))
     if direction is Direction.DOWN:
         edges = edges.order_by(source, links.c.position)
     else:  # parents oldest first, as Session.parents lists them
@@ -60,7 +60,7 @@ async def walk(
             source, col(SessionRow.created_at), col(SessionRow.key)
         )
     following: dict[str, list[str]] = {}
-    for origin, neighbour in await session.execute(edges):
+    for origin, neighbour in await session.exec(edges):
         following.setdefault(origin, []).append(neighbour)
     return {start: _breadth_first(start, following, max_depth) for start in starts}
 

@@ -40,6 +40,7 @@ from models.tables import (
     SessionRow,
     SessionStatus,
     StreamRow,
+    as_utc,
     utcnow,
 )
 
@@ -124,7 +125,7 @@ class SessionRepository:
                 identifier=new.identifier,
                 utc_offset_seconds=new.utc_offset_seconds,
                 status=SessionStatus.LIVE,
-                created_at=new.created_at or now,
+                created_at=as_utc(new.created_at) if new.created_at else now,
                 updated_at=now,
             )
             session.add(row)
@@ -279,7 +280,7 @@ class SessionRepository:
             if row.status is SessionStatus.ENDED:
                 return row, True
             now = utcnow()
-            ended_at = ended_at or now
+            ended_at = as_utc(ended_at) if ended_at else now
             if ended_at < row.created_at:
                 raise InvalidInput("endedAt", "must not be before the session's createdAt")
             row.status = SessionStatus.ENDED

@@ -17,9 +17,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        value = value.astimezone(UTC)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
@@ -40,6 +38,11 @@ class EnumText(sa.TypeDecorator[StrEnum]):
 
     def process_result_value(self, value: str | None, dialect: Any) -> StrEnum | None:
         return None if value is None else self.enum(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """The same instant in UTC; a time without an offset is taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:

@@ -134,7 +134,9 @@ class Subscription:
     def __enter__(self) -> "Subscription":
         self._stack = ExitStack()
         self.socket = self._stack.enter_context(
-            connect(self.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=10)
+            connect(
+                self.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=10
+            )
         )
         init: dict[str, Any] = {"type": "connection_init"}
         if self.init_payload is not None:
