@@ -12,8 +12,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from api.auth import NOBODY, OPEN, Authenticator
 from api.config import Settings, load_settings
 from api.context import Context, Services
 from api.metrics import WEBSOCKETS_OPEN, StoredSessions, metrics_endpoint
@@ -26,7 +28,14 @@ READY_TIMEOUT = 2.0
 
 class GraphQLView(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
+        if scope["type"] == "http":
+            request = Request(scope)
+            if request.method == "POST":  # GET only serves GraphiQL's page, when enabled
+                authenticator: Authenticator = request.app.state.services.authenticator
+                principal = authenticator.authenticate(request.headers.get("authorization"))
+                if principal is None:
+                    return await unauthenticated()(scope, receive, send)
+                request.state.principal = principal
             return await super().__call__(scope, receive, send)
         WEBSOCKETS_OPEN.inc()
         try:
@@ -34,9 +43,25 @@ class GraphQLView(GraphQL[Context, None]):
         finally:
             WEBSOCKETS_OPEN.dec()
 
+    async def on_ws_connect(self, context: Context) -> None:
+        """Authenticate from connection_init's payload; a refusal closes with 4403."""
+        principal = context.services.authenticator.authenticate(
+            context.connection_params.get("authorization")
+        )
+        if principal is None:
+            raise ConnectionRejectionError()
+        context.principal = principal
+
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
+        services: Services = request.app.state.services
+        if isinstance(request, WebSocket):
+            # Until connection_init proves otherwise, a socket may see nothing.
+            principal = OPEN if services.authenticator.open else NOBODY
+        else:
+            principal = getattr(request.state, "principal", NOBODY)
         context = Context(
-            services=request.app.state.services,
+            services=services,
+            principal=principal,
             websocket=request if isinstance(request, WebSocket) else None,
         )
         if given := request.headers.get("x-request-id"):
@@ -44,6 +69,12 @@ class GraphQLView(GraphQL[Context, None]):
         if isinstance(response, Response):
             response.headers["x-request-id"] = context.request_id
         return context
+
+
+def unauthenticated() -> Response:
+    body = {"errors": [{"message": "A valid bearer token is required.",
+                        "extensions": {"code": "UNAUTHENTICATED"}}]}  # fmt: skip
+    return JSONResponse(body, status_code=401, headers={"www-authenticate": "Bearer"})
 
 
 async def healthz(request: Request) -> Response:
@@ -85,7 +116,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         await hub.start()
         janitor.start()
-        app.state.services = Services(settings=settings, repository=repository, hub=hub)
+        app.state.services = Services(
+            settings=settings,
+            repository=repository,
+            hub=hub,
+            authenticator=Authenticator(settings.tokens),
+        )
         app.state.stored_sessions = StoredSessions(repository, settings.metrics_cache_seconds)
         try:
             yield

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging.config
 import os
 import sys
@@ -27,6 +28,15 @@ async def _migrate(settings: Settings) -> None:
         await database.migrate()
     finally:
         await database.dispose()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         return 0
+    if not settings.tokens and not settings.allow_open_network and not _loopback(args.host):
+        print(
+            f"session-service: no tokens are configured, so the service is open: it listens on "
+            f"loopback only, not {args.host}. Configure Tokens, or set "
+            "SESSION_SERVICE_ALLOW_OPEN_NETWORK=true to serve it open on purpose.",
+            file=sys.stderr,
+        )
+        return 2
     if args.workers > 1 and settings.broadcast_url.startswith("memory://"):
         print(
             "session-service: --workers > 1 needs a shared bus: memory:// only reaches one "

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from api.auth import Token
 from models import Limits
 from models.janitor import Retention
 
@@ -42,6 +43,10 @@ class Settings:
     metrics_cache_seconds: float = 5.0
     # On SIGTERM: stop accepting, close WebSockets with 1012, let requests finish this long.
     shutdown_timeout_seconds: int = 10
+    # Bearer tokens; none configured: the service is open and listens on loopback only,
+    # unless allow_open_network says otherwise.
+    tokens: tuple[Token, ...] = ()
+    allow_open_network: bool = False
     log_format: Literal["text", "json"] = "text"
 
     @property
@@ -95,6 +100,18 @@ def _log_format(value: Any) -> Literal["text", "json"]:
     return value  # type: ignore[no-any-return]
 
 
+def _tokens(value: Any) -> tuple[Token, ...]:
+    """A list of token objects, or (from the environment) the same list as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("must be a JSON list of token objects") from None
+    if not isinstance(value, list):
+        raise ValueError("must be a list of token objects")
+    return tuple(Token.parse(entry, f"[{index}]") for index, entry in enumerate(value))
+
+
 def _profile(value: Any) -> Profile:
     if value not in ("development", "production"):
         raise ValueError(f"{value!r} is neither development nor production")
@@ -121,6 +138,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "db_pool_size": _positive(int),
     "metrics_cache_seconds": _non_negative,
     "shutdown_timeout_seconds": _positive(int),
+    "tokens": _tokens,
+    "allow_open_network": _boolean,
     "log_format": _log_format,
 }
 _LIMIT_PARSER = _positive(int)

@@ -1,10 +1,12 @@
-"""The per-request context: what resolvers may use, built from the app's shared services."""
+"""The per-request context: who is asking, and the app's shared services seen by them."""
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.websockets import WebSocket
 
+from api.auth import OPEN, Authenticator, Principal
 from api.config import Settings
 from api.errors import disabled
 from api.loaders import Loaders
@@ -18,17 +20,22 @@ class Services:
     settings: Settings
     repository: SessionRepository
     hub: EventHub
+    authenticator: Authenticator
 
 
 @dataclass
 class Context:
     services: Services
+    principal: Principal = OPEN
     websocket: WebSocket | None = None
+    # Filled by Strawberry from a WebSocket's connection_init payload.
+    connection_params: dict[str, Any] = field(default_factory=dict)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def repository(self) -> SessionRepository:
-        return self.services.repository
+        """The repository limited to the data sources this caller may touch."""
+        return self.services.repository.within(self.principal.data_sources)
 
     @property
     def hub(self) -> EventHub:
@@ -41,6 +48,12 @@ class Context:
     def require_enabled(self) -> None:
         if not self.enabled:
             raise disabled()
+
+    def require_data_source(self, data_source: str | None) -> None:
+        """Naming a data source the caller may not touch is refused outright; lists that name
+        none are narrowed to what the caller may read instead."""
+        if data_source is not None:
+            self.principal.require_data_source(data_source)
 
     def loaders(self) -> Loaders:
         return Loaders(self.repository)

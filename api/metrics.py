@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.auth import Role
 from models import SessionRepository
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -95,6 +96,12 @@ def _process_registry() -> CollectorRegistry:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    authenticator = request.app.state.services.authenticator
+    principal = authenticator.authenticate(request.headers.get("authorization"))
+    if principal is None:
+        return Response("A valid bearer token is required.\n", status_code=401)
+    if principal.role < Role.ADMIN:
+        return Response("/metrics needs an admin token.\n", status_code=403)
     stored: StoredSessions = request.app.state.stored_sessions
     await stored.refresh()
     database = CollectorRegistry(auto_describe=False)

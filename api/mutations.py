@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types import Info
 
+from api.auth import Role
 from api.context import Context
 from api.errors import (
     AssociationCycleError,
@@ -79,6 +80,7 @@ async def _run(info: ContextInfo, change: Callable[[], Awaitable[Any]]) -> Any:
     """Run a use case; a domain error becomes its result member."""
     if not info.context.enabled:
         return disabled_member()
+    info.context.principal.require(Role.WRITE)
     try:
         return await change()
     except DomainError as error:
@@ -96,6 +98,7 @@ class Mutation:
         self, info: ContextInfo, input: CreateSessionInput
     ) -> CreateSessionResult:
         async def change() -> SessionCreated:
+            info.context.require_data_source(input.data_source)
             row, created = await info.context.repository.create(
                 input.to_domain(), input.idempotency_key
             )

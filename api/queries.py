@@ -28,6 +28,7 @@ class Query:
     ) -> list[Session]:
         context = info.context
         context.require_enabled()
+        context.require_data_source(data_source)
         loaders = context.loaders()
         rows = await context.repository.current(data_source)
         return [Session.from_row(row, loaders) for row in rows]
@@ -46,6 +47,7 @@ class Query:
         context = info.context
         context.require_enabled()
         where = filter.to_domain() if filter else SessionFilter()
+        context.require_data_source(where.data_source)
         try:
             page = await context.repository.page(where, first, after)
         except InvalidInput as error:
@@ -81,6 +83,7 @@ class Query:
     ) -> SessionSnapshot:
         context = info.context
         context.require_enabled()
+        context.require_data_source(data_source)
         cursor, rows = await context.repository.snapshot(data_source)
         loaders = context.loaders()
         return SessionSnapshot(

@@ -68,7 +68,8 @@ async def _close(context: Context, code: int, reason: str) -> None:
             await context.websocket.close(code, reason)
 
 
-def _one_source(data_source: str, kind: EventKind) -> EventFilter:
+def _one_source(info: ContextInfo, data_source: str, kind: EventKind) -> EventFilter:
+    info.context.require_data_source(data_source)
     return EventFilter(data_sources=frozenset({data_source}), kinds=frozenset({kind}))
 
 
@@ -80,7 +81,7 @@ class Subscription:
     async def session_started(
         self, info: ContextInfo, data_source: str, after: str | None = None
     ) -> AsyncIterator[SessionEvent]:
-        return await _open(info, _one_source(data_source, EventKind.STARTED), after)
+        return await _open(info, _one_source(info, data_source, EventKind.STARTED), after)
 
     @strawberry.subscription(
         description="Sessions of this data source that end from now on (or after the cursor)."
@@ -88,7 +89,7 @@ class Subscription:
     async def session_stopped(
         self, info: ContextInfo, data_source: str, after: str | None = None
     ) -> AsyncIterator[SessionEvent]:
-        return await _open(info, _one_source(data_source, EventKind.STOPPED), after)
+        return await _open(info, _one_source(info, data_source, EventKind.STOPPED), after)
 
     @strawberry.subscription(
         description="Every kind of change, optionally narrowed; all data sources the caller may "
@@ -102,8 +103,13 @@ class Subscription:
         kinds: list[EventKind] | None = None,
         after: str | None = None,
     ) -> AsyncIterator[SessionEvent]:
+        info.context.require_data_source(data_source)
         where = EventFilter(
-            data_sources=None if data_source is None else frozenset({data_source}),
+            data_sources=(
+                info.context.principal.data_sources
+                if data_source is None
+                else frozenset({data_source})
+            ),
             session_key=session_key,
             kinds=None if kinds is None else frozenset(kinds),
         )

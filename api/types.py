@@ -103,7 +103,8 @@ class Session:
         description="Keys of the direct associate (child) sessions, in the order they were linked."
     )
     async def associate_session_keys(self) -> list[strawberry.ID]:
-        return [strawberry.ID(key) for key in await self.loaders.children.load(self.key)]
+        # Through the session loader, so keys of sessions the caller may not read stay hidden.
+        return [session.key for session in await self.associates()]
 
     @strawberry.field(description="Direct associate (child) sessions.")
     async def associates(self) -> list["Session"]:
@@ -131,12 +132,18 @@ class Session:
         if not 1 <= max_depth <= MAX_WALK_DEPTH:
             raise invalid_argument("maxDepth", f"must be between 1 and {MAX_WALK_DEPTH}")
         nodes: list[TreeNode] = await self.loaders.walk.load((self.key, direction, max_depth))
-        sessions = {s.key: s for s in await Session.load_many([n.key for n in nodes], self.loaders)}
-        return [
-            SessionTreeNode(depth=node.depth, via_key=strawberry.ID(node.via_key), session=session)
-            for node in nodes
-            if (session := sessions.get(strawberry.ID(node.key))) is not None
-        ]
+        loaded = await Session.load_many([node.key for node in nodes], self.loaders)
+        readable = {session.key: session for session in loaded}
+        # The walk stops at sessions the caller may not read: nothing is reached through them.
+        found: list[SessionTreeNode] = []
+        reached = {self.key}
+        for node in nodes:  # breadth first: a node's via is decided before the node
+            session = readable.get(strawberry.ID(node.key))
+            if session is not None and node.via_key in reached:
+                reached.add(session.key)
+                via = strawberry.ID(node.via_key)
+                found.append(SessionTreeNode(depth=node.depth, via_key=via, session=session))
+        return found
 
 
 @strawberry.type

@@ -1,5 +1,6 @@
 """The repository: one transaction per use case, every change committed with its event row."""
 
+import copy
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -79,10 +80,33 @@ def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
 
 
 class SessionRepository:
-    def __init__(self, database: Database, limits: Limits, announce: Announce | None = None):
+    """The use cases. `scope`, when set, is the data sources a caller may touch: sessions
+    outside it do not exist as far as that caller can tell."""
+
+    def __init__(
+        self,
+        database: Database,
+        limits: Limits,
+        announce: Announce | None = None,
+        scope: frozenset[str] | None = None,
+    ):
         self.database = database
         self.limits = limits
         self._announce = announce
+        self.scope = scope
+
+    def within(self, scope: frozenset[str] | None) -> "SessionRepository":
+        """This repository, seen by a caller limited to `scope` (None: everything)."""
+        if scope == self.scope:
+            return self
+        scoped = copy.copy(self)
+        scoped.scope = scope
+        return scoped
+
+    def _visible(self) -> list[Any]:
+        if self.scope is None:
+            return []
+        return [col(SessionRow.data_source).in_(sorted(self.scope))]
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -298,7 +322,7 @@ class SessionRepository:
         self, session: AsyncSession, key: str, expected_revision: int | None = None
     ) -> SessionRow:
         row = await session.get(SessionRow, key)
-        if row is None:
+        if row is None or (self.scope is not None and row.data_source not in self.scope):
             raise SessionNotFound(key)
         if expected_revision is not None and expected_revision != row.revision:
             raise RevisionConflict(expected_revision, row.revision)
@@ -310,16 +334,12 @@ class SessionRepository:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def get(self, key: str) -> SessionRow | None:
-        async with self.database.read() as session:
-            return await session.get(SessionRow, key)
-
     async def get_many(self, keys: Sequence[str]) -> dict[str, SessionRow]:
         async with self.database.read() as session:
             rows: dict[str, SessionRow] = {}
             for chunk in _chunks(keys):
                 result = await session.exec(
-                    select(SessionRow).where(col(SessionRow.key).in_(chunk))
+                    select(SessionRow).where(col(SessionRow.key).in_(chunk), *self._visible())
                 )
                 rows.update((row.key, row) for row in result)
             return rows
@@ -387,37 +407,31 @@ class SessionRepository:
         found: set[str] = set()
         for chunk in _chunks(keys):
             result = await session.exec(
-                select(SessionRow.key).where(col(SessionRow.key).in_(chunk))
+                select(SessionRow.key).where(col(SessionRow.key).in_(chunk), *self._visible())
             )
             found.update(result)
         return found
 
-    async def current(self, data_source: str | None = None) -> list[SessionRow]:
-        query = select(SessionRow).where(SessionRow.status == SessionStatus.LIVE)
+    def _live(self, data_source: str | None) -> Any:
+        query = select(SessionRow).where(SessionRow.status == SessionStatus.LIVE, *self._visible())
         if data_source is not None:
             query = query.where(SessionRow.data_source == data_source)
+        return query.order_by(col(SessionRow.created_at), col(SessionRow.key))
+
+    async def current(self, data_source: str | None = None) -> list[SessionRow]:
         async with self.database.read() as session:
-            result = await session.exec(
-                query.order_by(col(SessionRow.created_at), col(SessionRow.key))
-            )
-            return list(result)
+            return list(await session.exec(self._live(data_source)))
 
     async def snapshot(self, data_source: str | None = None) -> tuple[int, list[SessionRow]]:
         """The newest cursor and the live sessions, read from one database snapshot."""
-        query = select(SessionRow).where(SessionRow.status == SessionStatus.LIVE)
-        if data_source is not None:
-            query = query.where(SessionRow.data_source == data_source)
         async with self.database.read(snapshot=True) as session:
             cursor = (await session.exec(select(EventLogState.last_cursor))).one()
-            result = await session.exec(
-                query.order_by(col(SessionRow.created_at), col(SessionRow.key))
-            )
-            return cursor, list(result)
+            return cursor, list(await session.exec(self._live(data_source)))
 
     async def page(self, where: SessionFilter, first: int, after: str | None = None) -> Page:
         if not 1 <= first <= self.limits.page_size:
             raise InvalidInput("first", f"must be between 1 and {self.limits.page_size}")
-        query = select(SessionRow).where(*where.conditions())
+        query = select(SessionRow).where(*where.conditions(), *self._visible())
         if after is not None:
             created_at, key = decode_page_cursor(after)
             query = query.where(
@@ -432,7 +446,11 @@ class SessionRepository:
         )
 
     async def count(self, where: SessionFilter) -> int:
-        query = select(sa.func.count()).select_from(SessionRow).where(*where.conditions())
+        query = (
+            select(sa.func.count())
+            .select_from(SessionRow)
+            .where(*where.conditions(), *self._visible())
+        )
         async with self.database.read() as session:
             return (await session.exec(query)).one()
 
@@ -441,6 +459,7 @@ class SessionRepository:
         live = sa.func.sum(sa.case((col(SessionRow.status) == SessionStatus.LIVE, 1), else_=0))
         query = (
             select(SessionRow.data_source, live, sa.func.count())
+            .where(*self._visible())
             .group_by(col(SessionRow.data_source))
             .order_by(col(SessionRow.data_source))
         )

@@ -115,3 +115,16 @@ def _workers_that_created(metrics_dir: Path, data_source: str) -> int:
             ):
                 count += 1
     return count
+
+
+def test_an_open_service_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [COMMAND, "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        env=service_environment(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "SESSION_SERVICE_ALLOW_OPEN_NETWORK" in result.stderr
