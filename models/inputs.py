@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from models.errors import InvalidInput
+from models.tables import as_utc
 
 DATA_SOURCE_PATTERN = re.compile(r"[A-Za-z0-9._\-:/]+")
 MAX_INT32 = 2**31 - 1
@@ -43,6 +44,16 @@ def check_text(value: str, path: str, max_length: int, min_length: int = 0) -> N
         value.encode()
     except UnicodeEncodeError:
         raise InvalidInput(path, "must be valid Unicode text") from None
+
+
+def check_time(value: datetime | None, path: str) -> datetime | None:
+    """The time in UTC (one without an offset is taken as UTC already)."""
+    if value is None:
+        return None
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise InvalidInput(path, "is outside the range of representable times") from None
 
 
 def check_range(value: int, path: str, low: int, high: int) -> None:
@@ -111,6 +122,7 @@ class NewSession:
         for index, key in enumerate(self.associate_keys):
             check_key(key, limits, f"associateSessionKeys.{index}")
         check_streams(self.streams, limits)
+        check_time(self.created_at, "createdAt")
 
     def fingerprint(self) -> str:
         """A digest of the input, so a retry can be told from a different request."""

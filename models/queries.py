@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from models.errors import InvalidInput
-from models.inputs import Detail
-from models.tables import DetailRow, SessionRow, SessionStatus
+from models.inputs import Detail, check_time
+from models.tables import DetailRow, SessionRow, SessionStatus, as_utc
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,10 @@ class SessionFilter:
     details: Sequence[Detail] = ()
     created_after: datetime | None = None
     created_before: datetime | None = None
+
+    def validate(self) -> None:
+        check_time(self.created_after, "filter.createdAfter")
+        check_time(self.created_before, "filter.createdBefore")
 
     def conditions(self) -> list[Any]:
         found: list[Any] = []
@@ -64,6 +68,6 @@ def encode_page_cursor(row: SessionRow) -> str:
 def decode_page_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created_at, key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), str(key)
-    except (ValueError, TypeError):
+        return as_utc(datetime.fromisoformat(created_at)), str(key)
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInput("after", "is not a cursor this API issued") from None

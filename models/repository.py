@@ -28,6 +28,7 @@ from models.inputs import (
     check_key,
     check_streams,
     check_text,
+    check_time,
     unique,
 )
 from models.queries import Page, SessionFilter, decode_page_cursor, encode_page_cursor
@@ -297,6 +298,7 @@ class SessionRepository:
     ) -> tuple[SessionRow, bool]:
         """End a live session; returns the row and whether it had already ended."""
         check_key(key, self.limits, "sessionKey")
+        ended_at = check_time(ended_at, "endedAt")
         async with self._writing() as write:
             row = await self._row(write.session, key)
             if data_source is not None and data_source != row.data_source:
@@ -304,7 +306,7 @@ class SessionRepository:
             if row.status is SessionStatus.ENDED:
                 return row, True
             now = utcnow()
-            ended_at = as_utc(ended_at) if ended_at else now
+            ended_at = ended_at or now
             if ended_at < row.created_at:
                 raise InvalidInput("endedAt", "must not be before the session's createdAt")
             row.status = SessionStatus.ENDED
@@ -431,6 +433,7 @@ class SessionRepository:
     async def page(self, where: SessionFilter, first: int, after: str | None = None) -> Page:
         if not 1 <= first <= self.limits.page_size:
             raise InvalidInput("first", f"must be between 1 and {self.limits.page_size}")
+        where.validate()
         query = select(SessionRow).where(*where.conditions(), *self._visible())
         if after is not None:
             created_at, key = decode_page_cursor(after)
@@ -446,6 +449,7 @@ class SessionRepository:
         )
 
     async def count(self, where: SessionFilter) -> int:
+        where.validate()
         query = (
             select(sa.func.count())
             .select_from(SessionRow)
