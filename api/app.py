@@ -1,100 +1,25 @@
-"""The Starlette application: create_app(settings), its lifespan, routes and GraphQL view."""
+"""The Starlette application: create_app(settings), its lifespan and routes."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from api.auth import NOBODY, OPEN, Authenticator
+from api.auth import Authenticator
 from api.config import Settings, load_settings
-from api.context import Context, Services
-from api.metrics import WEBSOCKETS_OPEN, StoredSessions, metrics_endpoint
+from api.context import Services
+from api.health import healthz, readyz
+from api.limits import BodyLimit, RateLimiter
+from api.metrics import StoredSessions, metrics_endpoint
 from api.schema import build_schema
+from api.view import GraphQLView
 from models import Database, EventHub, EventLog, SessionRepository
 from models.janitor import Janitor
-
-READY_TIMEOUT = 2.0
-
-
-class GraphQLView(GraphQL[Context, None]):
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            request = Request(scope)
-            if request.method == "POST":  # GET only serves GraphiQL's page, when enabled
-                authenticator: Authenticator = request.app.state.services.authenticator
-                principal = authenticator.authenticate(request.headers.get("authorization"))
-                if principal is None:
-                    return await unauthenticated()(scope, receive, send)
-                request.state.principal = principal
-            return await super().__call__(scope, receive, send)
-        WEBSOCKETS_OPEN.inc()
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            WEBSOCKETS_OPEN.dec()
-
-    async def on_ws_connect(self, context: Context) -> None:
-        """Authenticate from connection_init's payload; a refusal closes with 4403."""
-        principal = context.services.authenticator.authenticate(
-            context.connection_params.get("authorization")
-        )
-        if principal is None:
-            raise ConnectionRejectionError()
-        context.principal = principal
-
-    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
-        services: Services = request.app.state.services
-        if isinstance(request, WebSocket):
-            # Until connection_init proves otherwise, a socket may see nothing.
-            principal = OPEN if services.authenticator.open else NOBODY
-        else:
-            principal = getattr(request.state, "principal", NOBODY)
-        context = Context(
-            services=services,
-            principal=principal,
-            websocket=request if isinstance(request, WebSocket) else None,
-        )
-        if given := request.headers.get("x-request-id"):
-            context.request_id = given[:64]
-        if isinstance(response, Response):
-            response.headers["x-request-id"] = context.request_id
-        return context
-
-
-def unauthenticated() -> Response:
-    body = {"errors": [{"message": "A valid bearer token is required.",
-                        "extensions": {"code": "UNAUTHENTICATED"}}]}  # fmt: skip
-    return JSONResponse(body, status_code=401, headers={"www-authenticate": "Bearer"})
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """Ready while the database answers. The bus is reported but does not decide: without it,
-    events still flow through the hubs' periodic log reads, only later."""
-    services: Services = request.app.state.services
-    bus = services.hub.bus
-    report = {"bus": "connected" if bus.connected else "reconnecting"}
-    try:
-        await asyncio.wait_for(services.repository.database.ping(), READY_TIMEOUT)
-    except Exception as error:
-        report |= {"status": "unavailable", "database": type(error).__name__}
-        return JSONResponse(report, status_code=503)
-    return JSONResponse(
-        {"status": "ok" if bus.connected else "degraded", "database": "ok", **report}
-    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -121,6 +46,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             repository=repository,
             hub=hub,
             authenticator=Authenticator(settings.tokens),
+            mutation_limiter=RateLimiter(
+                settings.mutation_rate_per_second, settings.mutation_burst
+            ),
+            subscribe_limiter=RateLimiter(
+                settings.subscribe_rate_per_second, settings.subscribe_burst
+            ),
         )
         app.state.stored_sessions = StoredSessions(repository, settings.metrics_cache_seconds)
         try:
@@ -135,6 +66,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         graphql_ide="graphiql" if settings.development else None,
         allow_queries_via_get=False,
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -143,4 +76,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options that are part of the service's protections, for every way it is served."""
+    return {
+        "ws_max_size": settings.max_websocket_message_bytes,
+        "ws_per_message_deflate": False,
+        "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
+    }

@@ -21,6 +21,8 @@ class Principal:
     role: Role
     # None: every data source ("*").
     data_sources: frozenset[str] | None
+    # Names the caller for rate limits and logs; never the token itself.
+    name: str = "open"
 
     def may_read(self, data_source: str) -> bool:
         return self.data_sources is None or data_source in self.data_sources
@@ -35,7 +37,7 @@ class Principal:
 
 
 OPEN = Principal(Role.ADMIN, None)
-NOBODY = Principal(Role.READ, frozenset())
+NOBODY = Principal(Role.READ, frozenset(), name="nobody")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class Token:
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
             raise ValueError(f'{path}.dataSources: must be a list of names or ["*"]')
         scope = None if "*" in sources else frozenset(sources)
-        return cls(digest, Principal(role, scope))
+        return cls(digest, Principal(role, scope, name=f"token:{digest.hex()[:12]}"))
 
 
 class Authenticator:

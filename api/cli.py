@@ -12,6 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
+from api.app import server_options
 from api.config import ConfigError, Settings, load_settings
 from api.observability import logging_config
 from api.schema import build_schema
@@ -99,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            ws_per_message_deflate=False,
             log_config=log_config,
-            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+            **server_options(settings),
         )
     return 0
 

@@ -47,6 +47,20 @@ class Settings:
     # unless allow_open_network says otherwise.
     tokens: tuple[Token, ...] = ()
     allow_open_network: bool = False
+    # Protections, on in every profile (sized so the contract's legitimate queries pass).
+    max_body_bytes: int = 64 * 1024
+    max_websocket_message_bytes: int = 64 * 1024
+    max_query_depth: int = 12
+    max_aliases: int = 15
+    max_tokens: int = 2000
+    max_directives: int = 5
+    connection_init_timeout_seconds: float = 10.0
+    max_subscriptions_per_connection: int = 100
+    # Token buckets per caller (per token, or per client address when open); 0 turns one off.
+    mutation_rate_per_second: float = 50.0
+    mutation_burst: int = 100
+    subscribe_rate_per_second: float = 20.0
+    subscribe_burst: int = 50
     log_format: Literal["text", "json"] = "text"
 
     @property
@@ -139,6 +153,18 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "metrics_cache_seconds": _non_negative,
     "shutdown_timeout_seconds": _positive(int),
     "tokens": _tokens,
+    "max_body_bytes": _positive(int),
+    "max_websocket_message_bytes": _positive(int),
+    "max_query_depth": _positive(int),
+    "max_aliases": _positive(int),
+    "max_tokens": _positive(int),
+    "max_directives": _positive(int),
+    "connection_init_timeout_seconds": _positive(float),
+    "max_subscriptions_per_connection": _positive(int),
+    "mutation_rate_per_second": _non_negative,
+    "mutation_burst": _positive(int),
+    "subscribe_rate_per_second": _non_negative,
+    "subscribe_burst": _positive(int),
     "allow_open_network": _boolean,
     "log_format": _log_format,
 }

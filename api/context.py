@@ -9,6 +9,7 @@ from starlette.websockets import WebSocket
 from api.auth import OPEN, Authenticator, Principal
 from api.config import Settings
 from api.errors import disabled
+from api.limits import RateLimiter
 from api.loaders import Loaders
 from models import EventHub, SessionRepository
 
@@ -21,6 +22,8 @@ class Services:
     repository: SessionRepository
     hub: EventHub
     authenticator: Authenticator
+    mutation_limiter: RateLimiter
+    subscribe_limiter: RateLimiter
 
 
 @dataclass
@@ -30,7 +33,15 @@ class Context:
     websocket: WebSocket | None = None
     # Filled by Strawberry from a WebSocket's connection_init payload.
     connection_params: dict[str, Any] = field(default_factory=dict)
+    client_address: str = "unknown"
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def caller(self) -> str:
+        """Whom rate limits count against: the token, or the client's address when open."""
+        if self.services.authenticator.open:
+            return f"address:{self.client_address}"
+        return self.principal.name
 
     @property
     def repository(self) -> SessionRepository:

@@ -9,6 +9,7 @@ from strawberry.types import Info
 from api.auth import Role
 from api.context import Context
 from api.errors import (
+    ApiError,
     AssociationCycleError,
     IdempotencyMismatchError,
     RevisionConflictError,
@@ -80,7 +81,10 @@ async def _run(info: ContextInfo, change: Callable[[], Awaitable[Any]]) -> Any:
     """Run a use case; a domain error becomes its result member."""
     if not info.context.enabled:
         return disabled_member()
-    info.context.principal.require(Role.WRITE)
+    context = info.context
+    context.principal.require(Role.WRITE)
+    if not context.services.mutation_limiter.allow(context.caller):
+        raise ApiError("RATE_LIMITED", "Too many mutations: slow down and retry.")
     try:
         return await change()
     except DomainError as error:

@@ -6,14 +6,24 @@ from typing import Any
 import strawberry
 from asyncpg.exceptions import PostgresConnectionError
 from graphql import GraphQLError
-from graphql.validation import NoSchemaIntrospectionCustomRule
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
-from strawberry.extensions import AddValidationRules, MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import (
+    AddValidationRules,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from api.config import Settings
 from api.errors import ApiError
+from api.limits import max_directives_rule
 from api.metrics import DATABASE_ERRORS
 from api.mutations import Mutation
 from api.observability import ObserveOperations
@@ -102,8 +112,20 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
     ]
+    rules: list[type[ASTValidationRule]] = [max_directives_rule(settings.max_directives)]
     if not settings.development:
-        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
+        rules.append(NoSchemaIntrospectionCustomRule)
+    extensions += [
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: AddValidationRules(rules),
+    ]
     return SessionSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        # Suggestions would reveal the schema where introspection is off.
+        config=StrawberryConfig(disable_field_suggestions=not settings.development),
     )

@@ -15,6 +15,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from api import Settings, create_app
+from api.app import server_options
 from models import Database
 from tests.client import Client
 
@@ -128,7 +129,7 @@ class LiveServer:
         self.settings = settings
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, log_level="warning", ws_per_message_deflate=False
+            self.app, host="127.0.0.1", port=0, log_level="warning", **server_options(settings)
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

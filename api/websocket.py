@@ -1,0 +1,46 @@
+"""The graphql-transport-ws handler: Strawberry's, with strict message shapes and a rate limit."""
+
+from typing import Any
+
+from graphql import GraphQLError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
+
+from api.context import Context
+
+
+def _malformed(message: Any) -> str | None:
+    """Why a message is malformed, or None; Strawberry would fail on these with a TypeError."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return "A message must be an object with a string type."
+    if message["type"] != "subscribe":
+        return None
+    payload = message.get("payload")
+    if not isinstance(message.get("id"), str) or not isinstance(payload, dict):
+        return "subscribe needs a string id and an object payload."
+    if not isinstance(payload.get("query"), str):
+        return "subscribe needs payload.query as a string."
+    if not isinstance(payload.get("variables") or {}, dict):
+        return "payload.variables must be an object."
+    if not isinstance(payload.get("operationName") or "", str):
+        return "payload.operationName must be a string."
+    return None
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    context: Context
+
+    async def handle_message(self, message: Message) -> None:
+        if (reason := _malformed(message)) is not None:
+            return await self.handle_invalid_message(reason)
+        limiter = self.context.services.subscribe_limiter
+        if message["type"] == "subscribe" and not limiter.allow(self.context.caller):
+            error = GraphQLError(
+                "Too many subscriptions started: slow down.", extensions={"code": "RATE_LIMITED"}
+            )
+            return await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
+        return await super().handle_message(message)
