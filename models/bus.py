@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import urlparse
 
+from broadcaster import Event
 from broadcaster._backends.base import BroadcastBackend
 from broadcaster._backends.memory import MemoryBackend
 from broadcaster._backends.postgres import PostgresBackend
@@ -47,7 +48,7 @@ class Bus:
     def __init__(
         self,
         url: str,
-        on_message: Callable[[], None],
+        on_message: Callable[[int], None],
         on_connected: Callable[[], None],
         *,
         heartbeat: float = 1.0,
@@ -140,8 +141,7 @@ class Bus:
         """Deliver messages until the bus fails or goes quiet for longer than `timeout`."""
         if self.local:
             while True:
-                await backend.next_published()
-                self.on_message()
+                self._deliver(await backend.next_published())
         async with asyncio.TaskGroup() as group:
             group.create_task(self._beat(backend))
             while True:
@@ -150,7 +150,15 @@ class Bus:
                 except TimeoutError:
                     raise BusSilent(f"no message for {self.timeout}s") from None
                 if not event.message.startswith(HEARTBEAT_PREFIX):
-                    self.on_message()
+                    self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        try:
+            cursor = int(event.message)
+        except ValueError:
+            log.warning("ignored a bus message that is not a cursor: %.40r", event.message)
+            return
+        self.on_message(cursor)
 
     async def _beat(self, backend: BroadcastBackend) -> None:
         while True:

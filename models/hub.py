@@ -63,16 +63,19 @@ class EventHub:
         queue_size: int = 1000,
     ) -> None:
         self.log = log
-        self.bus = Bus(broadcast_url, on_message=self._wake_up, on_connected=self._wake_up)
+        self._wake = asyncio.Event()
+        self.bus = Bus(broadcast_url, on_message=self._heard, on_connected=self._wake.set)
         self.poll_interval = poll_interval
         self.queue_size = queue_size
+        # How far the hub has read and fanned out the log, and the newest cursor it knows to
+        # exist (announced here or on the bus): new subscribers start after the latter.
         self.position = 0
+        self.known = 0
         self._subscribers: set[Subscriber] = set()
-        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self.position = (await self.log.state()).last_cursor
+        self.position = self.known = (await self.log.state()).last_cursor
         await self.bus.start()
         self._tasks = [asyncio.create_task(self._read(), name="hub-read")]
 
@@ -88,14 +91,15 @@ class EventHub:
 
     def announce(self, cursor: int) -> None:
         """Called after a commit: wake this process at once and every other one via the bus."""
-        self._wake.set()
+        self._heard(cursor)
         self.bus.publish(cursor)
 
-    def _wake_up(self) -> None:
+    def _heard(self, cursor: int) -> None:
+        self.known = max(self.known, cursor)
         self._wake.set()
 
     def subscribe(self, where: EventFilter) -> Subscriber:
-        subscriber = Subscriber(where, self.position, self.queue_size)
+        subscriber = Subscriber(where, max(self.position, self.known), self.queue_size)
         self._subscribers.add(subscriber)
         return subscriber
 

@@ -32,7 +32,10 @@ def test_slow_consumer_is_closed_with_1013_while_others_keep_their_pace(tmp_path
     )
     with Served(env) as server, Client(server.url) as client:
         ws_url = server.url.replace("http://", "ws://") + "/graphql"
-        with connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as slow:
+        # No client keepalive: a client that stops reading cannot answer pongs either.
+        with connect(
+            ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], ping_interval=None
+        ) as slow:
             slow.send(json.dumps({"type": "connection_init"}))
             assert json.loads(slow.recv(timeout=10))["type"] == "connection_ack"
             slow.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": HEAVY}}))
