@@ -84,6 +84,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn options that are part of the service's protections, for every way it is served."""
     return {
         "ws_max_size": settings.max_websocket_message_bytes,
+        "ws_ping_interval": settings.websocket_ping_interval_seconds,
+        "ws_ping_timeout": settings.websocket_ping_interval_seconds,
         "ws_per_message_deflate": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
     }

@@ -55,6 +55,9 @@ class Settings:
     max_tokens: int = 2000
     max_directives: int = 5
     connection_init_timeout_seconds: float = 10.0
+    # The server pings every WebSocket this often and closes it (1011) when no pong comes back
+    # within as long again.
+    websocket_ping_interval_seconds: float = 20.0
     max_subscriptions_per_connection: int = 100
     # Token buckets per caller (per token, or per client address when open); 0 turns one off.
     mutation_rate_per_second: float = 50.0
@@ -160,6 +163,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_tokens": _positive(int),
     "max_directives": _positive(int),
     "connection_init_timeout_seconds": _positive(float),
+    "websocket_ping_interval_seconds": _positive(float),
     "max_subscriptions_per_connection": _positive(int),
     "mutation_rate_per_second": _non_negative,
     "mutation_burst": _positive(int),

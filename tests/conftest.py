@@ -154,10 +154,17 @@ class LiveServer:
         return self.app.state.services
 
 
+# Rate limits are off unless a test turns them on: tests drive load from one address.
+UNLIMITED: dict[str, Any] = {"mutation_rate_per_second": 0, "subscribe_rate_per_second": 0}
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(
-        database_url=database_url, event_poll_interval=0.5, cleanup_interval_seconds=3600
+        database_url=database_url,
+        event_poll_interval=0.5,
+        cleanup_interval_seconds=3600,
+        **UNLIMITED,
     )
 
 

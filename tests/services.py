@@ -71,7 +71,12 @@ COMMAND = str(Path(sys.executable).parent / "session-service")
 def service_environment(database_url: str, **extra: str) -> dict[str, str]:
     """This process's environment without any SESSION_SERVICE_ setting, plus the given ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_SERVICE_")}
-    return {**env, "SESSION_SERVICE_DATABASE_URL": database_url, **extra}
+    # Rate limits off unless a test turns them on: tests drive load from one address.
+    unlimited = {
+        "SESSION_SERVICE_MUTATION_RATE_PER_SECOND": "0",
+        "SESSION_SERVICE_SUBSCRIBE_RATE_PER_SECOND": "0",
+    }
+    return {**env, **unlimited, "SESSION_SERVICE_DATABASE_URL": database_url, **extra}
 
 
 class Served:

@@ -28,7 +28,10 @@ def rss_mb(pid: int) -> float:
 
 def test_slow_consumer_is_closed_with_1013_while_others_keep_their_pace(tmp_path: Path) -> None:
     env = service_environment(
-        f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}", SESSION_SERVICE_SUBSCRIBER_QUEUE_SIZE="100"
+        f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}",
+        SESSION_SERVICE_SUBSCRIBER_QUEUE_SIZE="100",
+        # Keepalive would close the stalled socket (1011) first on a slow machine.
+        SESSION_SERVICE_WEBSOCKET_PING_INTERVAL_SECONDS="300",
     )
     with Served(env) as server, Client(server.url) as client:
         ws_url = server.url.replace("http://", "ws://") + "/graphql"

@@ -9,7 +9,7 @@ import pytest
 
 from api import Settings
 from tests.client import CREATE, Client
-from tests.conftest import LiveServer
+from tests.conftest import UNLIMITED, LiveServer
 from tests.services import PrivatePostgres
 
 WRITES = 60
@@ -27,7 +27,7 @@ def private_postgres(postgres: Any) -> Iterator[PrivatePostgres]:
 def test_writes_across_a_database_restart_fail_fast_and_retries_create_once(
     private_postgres: PrivatePostgres,
 ) -> None:
-    settings = Settings(database_url=private_postgres.url, event_poll_interval=0.5)
+    settings = Settings(database_url=private_postgres.url, event_poll_interval=0.5, **UNLIMITED)
     created: dict[str, str] = {}
     codes: list[str] = []
     slowest = 0.0

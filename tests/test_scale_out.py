@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from api import Settings
 from models import Database, Limits, NewSession, SessionRepository
 from tests.client import Client, Subscription
-from tests.conftest import LiveServer
+from tests.conftest import UNLIMITED, LiveServer
 from tests.services import PrivateRedis, Served, service_environment
 
 EVENTS = """
@@ -32,7 +32,7 @@ SLOW_POLL = "30"
 def make_server(tmp_path: Path) -> Iterator[Any]:
     """Servers with default settings changed as given (not parametrized by the test database)."""
     with ExitStack() as stack:
-        yield lambda **changes: stack.enter_context(LiveServer(Settings(**changes)))
+        yield lambda **changes: stack.enter_context(LiveServer(Settings(**UNLIMITED | changes)))
 
 
 @pytest.fixture
