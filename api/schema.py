@@ -1,6 +1,7 @@
 """The assembled GraphQL schema and its error policy."""
 
 import logging
+import re
 from typing import Any
 
 import strawberry
@@ -55,22 +56,37 @@ def _unavailable(error: BaseException | None) -> bool:
     return isinstance(error, OSError | TimeoutError | SATimeoutError | PostgresConnectionError)
 
 
+# graphql-core's "Did you mean …?" hints name schema members; only some of them can be
+# switched off (StrawberryConfig covers object fields, not arguments, input fields, enum
+# values or types).
+SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
+
+
+def document_error(error: GraphQLError, hide_suggestions: bool) -> GraphQLError:
+    """A parse, validation or coercion error: coded VALIDATION, its hints hidden if asked."""
+    error.extensions = {**(error.extensions or {}), "code": "VALIDATION"}
+    if hide_suggestions:
+        error.message = SUGGESTION.sub("", error.message)
+    return error
+
+
 class CodedErrors(MaskErrors):
     """Every top-level error carries `extensions.code`: unexpected ones are masked as INTERNAL,
     a database that cannot be reached is UNAVAILABLE (retryable)."""
 
+    def __init__(self, hide_suggestions: bool = False) -> None:
+        super().__init__()
+        self.hide_suggestions = hide_suggestions
+
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [self._coded(error) for error in errors]
 
-    @staticmethod
-    def _coded(error: GraphQLError) -> GraphQLError:
+    def _coded(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
         if isinstance(original, ApiError):
             return error
         if original is None or isinstance(original, GraphQLError):
-            # The document or its variables: parse, validation and coercion errors.
-            error.extensions = {**(error.extensions or {}), "code": "VALIDATION"}
-            return error
+            return document_error(error, self.hide_suggestions)
         code, message = (
             ("UNAVAILABLE", UNAVAILABLE_MESSAGE)
             if _unavailable(original)
@@ -99,11 +115,16 @@ class PerEventExecutor(StrawberryGraphQLCoreExecutionContext):
 
 
 class SessionSchema(strawberry.Schema):
+    hide_suggestions = False
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # Expected errors are the client's business; only unexpected ones are worth a trace.
         for error in errors:
+            if not (error.extensions or {}).get("code"):
+                # A parse error raised inside ParserCache's hook bypasses the extensions.
+                document_error(error, self.hide_suggestions)
             if isinstance(error.original_error, DBAPIError):
                 DATABASE_ERRORS.inc()
             if _unexpected(error):
@@ -119,9 +140,10 @@ class SessionSchema(strawberry.Schema):
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
     # Factories, so that each operation gets fresh extension state; the caches are module-level.
+    hide_suggestions = not settings.development
     extensions: list[Any] = [
         ObserveOperations,
-        CodedErrors,
+        lambda: CodedErrors(hide_suggestions),
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
     ]
@@ -134,12 +156,14 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
         lambda: AddValidationRules(rules),
     ]
-    return SessionSchema(
+    schema = SessionSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
         execution_context_class=PerEventExecutor,
         # Suggestions would reveal the schema where introspection is off.
-        config=StrawberryConfig(disable_field_suggestions=not settings.development),
+        config=StrawberryConfig(disable_field_suggestions=hide_suggestions),
     )
+    schema.hide_suggestions = hide_suggestions
+    return schema
