@@ -147,13 +147,17 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
     ]
-    rules: list[type[ASTValidationRule]] = [max_directives_rule(settings.max_directives)]
+    # The rule classes are made once: ValidationCache keys on them, so rules made afresh for
+    # each operation (as the limiter extensions do) would validate every request again.
+    rules: list[type[ASTValidationRule]] = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+        max_directives_rule(settings.max_directives),
+    ]
     if not settings.development:
         rules.append(NoSchemaIntrospectionCustomRule)
     extensions += [
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
         lambda: AddValidationRules(rules),
     ]
     schema = SessionSchema(
