@@ -10,7 +10,7 @@ from api.auth import OPEN, Authenticator, Principal
 from api.config import Settings
 from api.errors import disabled
 from api.limits import RateLimiter
-from api.loaders import Loaders
+from api.loaders import EventLoaders, Loaders
 from models import EventHub, SessionRepository
 
 
@@ -24,6 +24,10 @@ class Services:
     authenticator: Authenticator
     mutation_limiter: RateLimiter
     subscribe_limiter: RateLimiter
+    event_loaders: EventLoaders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.event_loaders = EventLoaders(self.repository)
 
 
 @dataclass

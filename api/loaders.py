@@ -1,6 +1,6 @@
 """Per-operation DataLoaders: every nested field of a kind resolves in one batched read."""
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,3 +44,22 @@ class Loaders:
             trees = await self.repository.walk(starts, direction, depth)
             found.update(((start, direction, depth), trees[start]) for start in starts)
         return [found[key] for key in keys]
+
+
+class EventLoaders:
+    """One set of loaders per delivered event and caller scope, shared by every subscriber that
+    receives it: a session an event names is read once, not once per subscriber. Keeps the
+    newest `size` sets."""
+
+    def __init__(self, repository: SessionRepository, size: int = 64) -> None:
+        self.repository = repository
+        self.size = size
+        self._sets: OrderedDict[tuple[int, frozenset[str] | None], Loaders] = OrderedDict()
+
+    def get(self, cursor: int, scope: frozenset[str] | None) -> Loaders:
+        key = (cursor, scope)
+        if (loaders := self._sets.get(key)) is None:
+            loaders = self._sets[key] = Loaders(self.repository.within(scope))
+            if len(self._sets) > self.size:
+                self._sets.popitem(last=False)
+        return loaders

@@ -51,7 +51,10 @@ async def _present(
     try:
         async for event in events:
             EVENTS_DELIVERED.inc()
-            yield SessionEvent.from_row(event, context.loaders())
+            loaders = context.services.event_loaders.get(
+                event.cursor, context.principal.data_sources
+            )
+            yield SessionEvent.from_row(event, loaders)
     except SubscriberLagging as error:
         SUBSCRIBERS_DROPPED.inc()
         await _close(context, TRY_AGAIN_LATER, f"{error}: resume with after: your last cursor")
