@@ -13,6 +13,8 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from api.auth import Authenticator
 from api.config import Settings, load_settings
 from api.context import Services
+from api.dashboard import DASHBOARD_ROUTES
+from api.graphiql import graphiql_routes
 from api.health import healthz, readyz
 from api.limits import BodyLimit, RateLimiter
 from api.metrics import StoredSessions, metrics_endpoint
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        *DASHBOARD_ROUTES,
+        *graphiql_routes(settings),
     ]
     middleware = [Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

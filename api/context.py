@@ -1,6 +1,7 @@
 """The per-request context: who is asking, and the app's shared services seen by them."""
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -8,10 +9,12 @@ from starlette.websockets import WebSocket
 
 from api.auth import OPEN, Authenticator, Principal
 from api.config import Settings
-from api.errors import disabled
+from api.errors import disabled, top_level
+from api.executor import SharedResults
 from api.limits import RateLimiter
 from api.loaders import EventLoaders, Loaders
-from models import EventHub, SessionRepository
+from models import EventHub, InvalidInput, SessionRepository
+from models.inputs import check_data_source, check_key
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Services:
     mutation_limiter: RateLimiter
     subscribe_limiter: RateLimiter
     event_loaders: EventLoaders = field(init=False)
+    shared_results: SharedResults = field(default_factory=SharedResults)
 
     def __post_init__(self) -> None:
         self.event_loaders = EventLoaders(self.repository)
@@ -64,11 +68,24 @@ class Context:
         if not self.enabled:
             raise disabled()
 
-    def require_data_source(self, data_source: str | None) -> None:
-        """Naming a data source the caller may not touch is refused outright; lists that name
-        none are narrowed to what the caller may read instead."""
+    def require_data_source(self, data_source: str | None, path: str = "dataSource") -> None:
+        """A well-formed data source the caller may touch, or a top-level error. Lists that
+        name none are narrowed to what the caller may read instead."""
         if data_source is not None:
+            self.check(check_data_source, data_source, self.services.settings.limits, path)
             self.principal.require_data_source(data_source)
+
+    def require_key(self, key: str | None, path: str) -> None:
+        """A well-formed session key, or a top-level VALIDATION error."""
+        if key is not None:
+            self.check(check_key, key, self.services.settings.limits, path)
+
+    @staticmethod
+    def check(check: Callable[..., None], *args: Any) -> None:
+        try:
+            check(*args)
+        except InvalidInput as error:
+            raise top_level(error) from error
 
     def loaders(self) -> Loaders:
         return Loaders(self.repository)

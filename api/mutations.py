@@ -102,7 +102,7 @@ class Mutation:
         self, info: ContextInfo, input: CreateSessionInput
     ) -> CreateSessionResult:
         async def change() -> SessionCreated:
-            info.context.require_data_source(input.data_source)
+            info.context.principal.require_data_source(input.data_source)
             row, created = await info.context.repository.create(
                 input.to_domain(), input.idempotency_key
             )

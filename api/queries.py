@@ -18,6 +18,7 @@ class Query:
     async def session(self, info: ContextInfo, key: strawberry.ID) -> Session | None:
         context = info.context
         context.require_enabled()
+        context.require_key(key, "key")
         loaders = context.loaders()
         row = await loaders.session.load(key)
         return None if row is None else Session.from_row(row, loaders)
@@ -47,7 +48,7 @@ class Query:
         context = info.context
         context.require_enabled()
         where = filter.to_domain() if filter else SessionFilter()
-        context.require_data_source(where.data_source)
+        context.require_data_source(where.data_source, "filter.dataSource")
         try:
             page = await context.repository.page(where, first, after)
         except InvalidInput as error:

@@ -20,11 +20,11 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext
 
 from api.config import Settings
 from api.errors import ApiError
+from api.executor import PerEventExecutor
 from api.limits import max_directives_rule
 from api.metrics import DATABASE_ERRORS
 from api.mutations import Mutation
@@ -83,8 +83,8 @@ class CodedErrors(MaskErrors):
 
     def _coded(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
-        if isinstance(original, ApiError):
-            return error
+        if isinstance(original, ApiError) or (error.extensions or {}).get("code"):
+            return error  # coded already (a result shared by several subscribers is seen twice)
         if original is None or isinstance(original, GraphQLError):
             return document_error(error, self.hide_suggestions)
         code, message = (
@@ -100,18 +100,6 @@ class CodedErrors(MaskErrors):
             path=error.path,
             extensions={"code": code},
         )
-
-
-class PerEventExecutor(StrawberryGraphQLCoreExecutionContext):
-    """graphql-core 3.3 copies its executor for every subscription event but shares the copy's
-    subfield memo, keyed by the identity of per-event lists: it never hits, and keeps about
-    1.7 KB per subscriber per event for the life of the subscription. A fresh memo for each
-    event keeps a long-lived subscription's memory flat."""
-
-    def build_per_event_executor(self, payload: Any) -> Any:
-        executor = super().build_per_event_executor(payload)
-        executor._relevant_sub_fields = {}
-        return executor
 
 
 class SessionSchema(strawberry.Schema):

@@ -107,6 +107,7 @@ class Subscription:
         after: str | None = None,
     ) -> AsyncIterator[SessionEvent]:
         info.context.require_data_source(data_source)
+        info.context.require_key(session_key, "sessionKey")
         where = EventFilter(
             data_sources=(
                 info.context.principal.data_sources

@@ -11,6 +11,7 @@ from strawberry.exceptions import ConnectionRejectionError
 
 from api.auth import NOBODY, OPEN
 from api.context import Context, Services
+from api.graphiql import graphiql_page
 from api.limits import error_body
 from api.metrics import WEBSOCKETS_OPEN
 from api.websocket import TransportWSHandler
@@ -49,6 +50,10 @@ class GraphQLView(GraphQL[Context, None]):
             return refusal(401, "UNAUTHENTICATED", message, **{"www-authenticate": "Bearer"})
         request.state.principal = principal
         return None
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL on the assets we serve; Strawberry's CDN page only when they are absent."""
+        return graphiql_page() or await super().render_graphql_ide(request)
 
     async def on_ws_connect(self, context: Context) -> None:
         """Authenticate from connection_init's payload; a refusal closes with 4403."""

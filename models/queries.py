@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from models.errors import InvalidInput
-from models.inputs import Detail, check_time
+from models.inputs import Detail, Limits, check_details, check_text, check_time
 from models.tables import DetailRow, SessionRow, SessionStatus, as_utc
 
 
@@ -25,7 +25,15 @@ class SessionFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
 
-    def validate(self) -> None:
+    def validate(self, limits: Limits) -> None:
+        for value, path in (
+            (self.type, "filter.type"),
+            (self.identifier, "filter.identifier"),
+            (self.data_source, "filter.dataSource"),
+        ):
+            if value is not None:
+                check_text(value, path, limits.text_length)
+        check_details(self.details, limits, "filter.details")
         check_time(self.created_after, "filter.createdAfter")
         check_time(self.created_before, "filter.createdBefore")
 

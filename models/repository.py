@@ -433,7 +433,7 @@ class SessionRepository:
     async def page(self, where: SessionFilter, first: int, after: str | None = None) -> Page:
         if not 1 <= first <= self.limits.page_size:
             raise InvalidInput("first", f"must be between 1 and {self.limits.page_size}")
-        where.validate()
+        where.validate(self.limits)
         query = select(SessionRow).where(*where.conditions(), *self._visible())
         if after is not None:
             created_at, key = decode_page_cursor(after)
@@ -449,7 +449,7 @@ class SessionRepository:
         )
 
     async def count(self, where: SessionFilter) -> int:
-        where.validate()
+        where.validate(self.limits)
         query = (
             select(sa.func.count())
             .select_from(SessionRow)
