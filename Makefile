@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format schema migrate clean
+.PHONY: run test lint format schema migrate clean browser npm bench
+
+# Folders whose package-lock.json `npm ci` installs: GraphiQL's offline assets, the JS client
+# example and the GraphQL-over-HTTP audit.
+NPM_FOLDERS := api/static/graphiql examples/js tests/audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +23,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed api/static/graphiql/node_modules/.package-lock.json
 	$(BIN)/session-service serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev browser npm
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
@@ -39,6 +43,25 @@ schema: $(VENV)/.installed
 
 migrate: $(VENV)/.installed
 	$(BIN)/session-service migrate
+
+# Headless Chromium for the browser tests, from Debian's packages: only as root, else quietly not.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; fi
+
+npm: $(NPM_FOLDERS:%=%/node_modules/.package-lock.json)
+
+%/node_modules/.package-lock.json: %/package-lock.json
+	@if command -v npm >/dev/null; then cd $* && npm ci --no-audit --no-fund; \
+	else echo "npm not found: $* not installed"; fi
+
+# The benchmark (a few minutes; progress as it goes): writes bench/REPORT.md. wrk comes from
+# Debian's packages.
+bench: $(VENV)/.installed-dev
+	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; fi
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

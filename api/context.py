@@ -14,7 +14,7 @@ from api.executor import SharedResults
 from api.limits import RateLimiter
 from api.loaders import EventLoaders, Loaders
 from models import EventHub, InvalidInput, SessionRepository
-from models.inputs import check_data_source, check_key
+from models.inputs import check_lookup
 
 
 @dataclass
@@ -72,13 +72,13 @@ class Context:
         """A well-formed data source the caller may touch, or a top-level error. Lists that
         name none are narrowed to what the caller may read instead."""
         if data_source is not None:
-            self.check(check_data_source, data_source, self.services.settings.limits, path)
+            self.check(check_lookup, data_source, path)
             self.principal.require_data_source(data_source)
 
     def require_key(self, key: str | None, path: str) -> None:
-        """A well-formed session key, or a top-level VALIDATION error."""
+        """A key that can be looked up (an unknown one finds nothing), or a top-level error."""
         if key is not None:
-            self.check(check_key, key, self.services.settings.limits, path)
+            self.check(check_lookup, key, path)
 
     @staticmethod
     def check(check: Callable[..., None], *args: Any) -> None:

@@ -56,6 +56,12 @@ def check_time(value: datetime | None, path: str) -> datetime | None:
         raise InvalidInput(path, "is outside the range of representable times") from None
 
 
+def check_lookup(value: str, path: str) -> None:
+    """Text used only to look things up: anything goes (unknown finds nothing) but what no
+    database can be asked about."""
+    check_text(value, path, max_length=len(value))
+
+
 def check_range(value: int, path: str, low: int, high: int) -> None:
     if not low <= value <= high:
         raise InvalidInput(path, f"must be between {low} and {high}")

@@ -82,8 +82,11 @@ def service_environment(database_url: str, **extra: str) -> dict[str, str]:
 class Served:
     """`session-service serve` in a process of its own, on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], *args: str, cwd: Path | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, env: dict[str, str], *args: str, cwd: Path | None = None, port: int | None = None
+    ) -> None:
+        # A given port restarts a service where its clients expect it.
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [COMMAND, "serve", "--port", str(self.port), *args],
