@@ -29,7 +29,7 @@ from api.inputs import (
 )
 from api.metrics import SESSIONS_CREATED, SESSIONS_ENDED
 from api.types import Session
-from models import DomainError, SessionRow
+from models import DomainError, SessionRepository, SessionRow
 
 ContextInfo = Info[Context, None]
 
@@ -91,8 +91,16 @@ async def _run(info: ContextInfo, change: Callable[[], Awaitable[Any]]) -> Any:
         return error_member(error)
 
 
-def _updated(info: ContextInfo, row: SessionRow) -> SessionUpdated:
-    return SessionUpdated(session=Session.from_row(row, info.context.loaders()))
+async def _update(
+    info: ContextInfo, change: Callable[[SessionRepository], Awaitable[SessionRow]]
+) -> Any:
+    """Run an update use case on the caller's repository; SessionUpdated or an error member."""
+
+    async def updated() -> SessionUpdated:
+        row = await change(info.context.repository)
+        return SessionUpdated(session=Session.from_row(row, info.context.loaders()))
+
+    return await _run(info, updated)
 
 
 @strawberry.type
@@ -101,7 +109,7 @@ class Mutation:
     async def create_session(
         self, info: ContextInfo, input: CreateSessionInput
     ) -> CreateSessionResult:
-        async def change() -> SessionCreated:
+        async def create() -> SessionCreated:
             info.context.principal.require_data_source(input.data_source)
             row, created = await info.context.repository.create(
                 input.to_domain(), input.idempotency_key
@@ -110,62 +118,54 @@ class Mutation:
                 SESSIONS_CREATED.labels(row.data_source).inc()
             return SessionCreated(session=Session.from_row(row, info.context.loaders()))
 
-        return await _run(info, change)
+        return await _run(info, create)
 
     @strawberry.mutation
     async def update_session_details(
         self, info: ContextInfo, input: UpdateSessionDetailsInput
     ) -> UpdateSessionResult:
-        async def change() -> SessionUpdated:
-            return _updated(info, await info.context.repository.update_details(input.to_domain()))
-
-        return await _run(info, change)
+        return await _update(info, lambda sessions: sessions.update_details(input.to_domain()))
 
     @strawberry.mutation
     async def update_session_identifier(
         self, info: ContextInfo, input: UpdateSessionIdentifierInput
     ) -> UpdateSessionResult:
-        async def change() -> SessionUpdated:
-            row = await info.context.repository.update_identifier(
+        return await _update(
+            info,
+            lambda sessions: sessions.update_identifier(
                 input.session_key, input.identifier, input.expected_revision
-            )
-            return _updated(info, row)
-
-        return await _run(info, change)
+            ),
+        )
 
     @strawberry.mutation
     async def add_associate_session(
         self, info: ContextInfo, input: AssociateSessionInput
     ) -> UpdateSessionResult:
-        async def change() -> SessionUpdated:
-            row = await info.context.repository.add_association(
+        return await _update(
+            info,
+            lambda sessions: sessions.add_association(
                 input.session_key, input.associate_session_key
-            )
-            return _updated(info, row)
-
-        return await _run(info, change)
+            ),
+        )
 
     @strawberry.mutation
     async def remove_associate_session(
         self, info: ContextInfo, input: AssociateSessionInput
     ) -> UpdateSessionResult:
-        async def change() -> SessionUpdated:
-            row = await info.context.repository.remove_association(
+        return await _update(
+            info,
+            lambda sessions: sessions.remove_association(
                 input.session_key, input.associate_session_key
-            )
-            return _updated(info, row)
-
-        return await _run(info, change)
+            ),
+        )
 
     @strawberry.mutation
     async def add_session_streams(
         self, info: ContextInfo, input: AddSessionStreamsInput
     ) -> UpdateSessionResult:
-        async def change() -> SessionUpdated:
-            row = await info.context.repository.add_streams(input.session_key, input.streams)
-            return _updated(info, row)
-
-        return await _run(info, change)
+        return await _update(
+            info, lambda sessions: sessions.add_streams(input.session_key, input.streams)
+        )
 
     @strawberry.mutation
     async def end_session(self, info: ContextInfo, input: EndSessionInput) -> EndSessionResult:

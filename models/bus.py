@@ -82,11 +82,7 @@ class Bus:
             await asyncio.wait_for(self._up.wait(), self.timeout)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(self._tasks)
 
     def publish(self, cursor: int) -> None:
         """Announce that events up to `cursor` exist; returns at once."""
@@ -164,6 +160,15 @@ class Bus:
         while True:
             await asyncio.wait_for(backend.publish(CHANNEL, self._identity), self.timeout)
             await asyncio.sleep(self.heartbeat)
+
+
+async def cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until each has finished."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _redacted(url: str) -> str:

@@ -5,7 +5,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from models.bus import Bus
+from models.bus import Bus, cancel
 from models.errors import CursorExpired
 from models.events import EventFilter
 from models.log import EventLog
@@ -80,11 +80,7 @@ class EventHub:
         self._tasks = [asyncio.create_task(self._read(), name="hub-read")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(self._tasks)
         for subscriber in list(self._subscribers):
             subscriber.fail(HubClosed("the server is shutting down"))
         await self.bus.stop()

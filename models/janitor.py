@@ -1,12 +1,12 @@
 """Background cleanup: ends idle sessions, deletes old ended sessions and old events."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from models.bus import cancel
 from models.repository import SessionRepository
 from models.tables import utcnow
 
@@ -36,9 +36,7 @@ class Janitor:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel([self._task])
 
     async def sweep(self) -> None:
         now = utcnow()

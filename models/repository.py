@@ -80,6 +80,18 @@ def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
         yield items[start : start + CHUNK]
 
 
+async def _grouped(
+    session: AsyncSession, keys: Sequence[str], query: Callable[[Sequence[str]], Any]
+) -> dict[str, list[Any]]:
+    """Rows of (key, value...) for the keys, a chunk at a time, grouped by key in row order;
+    a value of several columns comes as a tuple."""
+    found: dict[str, list[Any]] = {}
+    for chunk in _chunks(keys):
+        for key, *value in await session.exec(query(chunk)):
+            found.setdefault(key, []).append(value[0] if len(value) == 1 else tuple(value))
+    return found
+
+
 class SessionRepository:
     """The use cases. `scope`, when set, is the data sources a caller may touch: sessions
     outside it do not exist as far as that caller can tell."""
@@ -347,17 +359,17 @@ class SessionRepository:
             return rows
 
     async def details(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-        found: dict[str, list[tuple[str, str]]] = {}
+        """Each session's (name, value) details, by name."""
         async with self.database.read() as session:
-            for chunk in _chunks(keys):
-                result = await session.exec(
+            return await _grouped(
+                session,
+                keys,
+                lambda chunk: (
                     select(DetailRow.session_key, DetailRow.name, DetailRow.value)
                     .where(col(DetailRow.session_key).in_(chunk))
                     .order_by(col(DetailRow.session_key), col(DetailRow.name))
-                )
-                for key, name, value in result:
-                    found.setdefault(key, []).append((name, value))
-        return found
+                ),
+            )
 
     async def streams(self, keys: Sequence[str]) -> dict[str, list[str]]:
         async with self.database.read() as session:
@@ -368,42 +380,40 @@ class SessionRepository:
             return await self._children(session, keys)
 
     async def parents(self, keys: Sequence[str]) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
+        """Each session's parents, oldest first."""
         async with self.database.read() as session:
-            for chunk in _chunks(keys):
-                result = await session.exec(
+            return await _grouped(
+                session,
+                keys,
+                lambda chunk: (
                     select(AssociationRow.child_key, AssociationRow.parent_key)
                     .join(SessionRow, col(SessionRow.key) == AssociationRow.parent_key)
                     .where(col(AssociationRow.child_key).in_(chunk))
                     .order_by(col(SessionRow.created_at), col(SessionRow.key))
-                )
-                for child, parent in result:
-                    found.setdefault(child, []).append(parent)
-        return found
+                ),
+            )
 
     async def _streams(self, session: AsyncSession, keys: Sequence[str]) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for chunk in _chunks(keys):
-            result = await session.exec(
+        return await _grouped(
+            session,
+            keys,
+            lambda chunk: (
                 select(StreamRow.session_key, StreamRow.name)
                 .where(col(StreamRow.session_key).in_(chunk))
                 .order_by(col(StreamRow.session_key), col(StreamRow.position))
-            )
-            for key, name in result:
-                found.setdefault(key, []).append(name)
-        return found
+            ),
+        )
 
     async def _children(self, session: AsyncSession, keys: Sequence[str]) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for chunk in _chunks(keys):
-            result = await session.exec(
+        return await _grouped(
+            session,
+            keys,
+            lambda chunk: (
                 select(AssociationRow.parent_key, AssociationRow.child_key)
                 .where(col(AssociationRow.parent_key).in_(chunk))
                 .order_by(col(AssociationRow.parent_key), col(AssociationRow.position))
-            )
-            for parent, child in result:
-                found.setdefault(parent, []).append(child)
-        return found
+            ),
+        )
 
     async def _existing_keys(self, session: AsyncSession, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
