@@ -83,11 +83,15 @@ def create_app() -> Starlette:
         key, now = str(uuid.uuid4()), utcnow()
         async with database.write() as session:
             connection = await session.connection()
+            # Allocating the cursor locks the row on PostgreSQL, as the service does.
             cursor = (
                 await connection.execute(
-                    sa.text("SELECT last_cursor FROM event_log_state WHERE id = 1")
+                    sa.text(
+                        "UPDATE event_log_state SET last_cursor = last_cursor + 1 "
+                        "WHERE id = 1 RETURNING last_cursor"
+                    )
                 )
-            ).scalar_one() + 1
+            ).scalar_one()
             await connection.execute(
                 sa.text(
                     "INSERT INTO sessions (key, data_source, type, version, identifier, "
@@ -99,9 +103,6 @@ def create_app() -> Starlette:
             await connection.execute(
                 sa.text("INSERT INTO session_details VALUES (:key, :name, :value)"),
                 [{"key": key, **detail} for detail in body["details"]],
-            )
-            await connection.execute(
-                sa.text("UPDATE event_log_state SET last_cursor = :c WHERE id = 1"), {"c": cursor}
             )
             await connection.execute(
                 sa.text("INSERT INTO session_events VALUES (:c, 'STARTED', :key, :ds, :now)"),

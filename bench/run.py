@@ -22,9 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 import websockets
 
+from bench.hierarchy import measure
 from models import Database, Limits, NewSession, SessionRepository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,6 +217,46 @@ def http_scenarios(args: argparse.Namespace, database_url: str, key: str) -> lis
     return [plan[0] for plan in plans]
 
 
+def postgres_scenarios(args: argparse.Namespace) -> list[Result]:
+    """M1 on PostgreSQL, in a database of its own that is dropped afterwards."""
+    admin = args.postgres_admin_dsn
+    name = f"session_bench_{os.getpid()}"
+
+    async def admin_execute(statement: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin_execute(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as error:
+        progress(f"M1 on PostgreSQL: skipped ({error})")
+        return []
+    try:
+        base = admin.replace("postgresql://", "postgresql+asyncpg://", 1).rsplit("/", 1)[0]
+        url = f"{base}/{name}"
+        asyncio.run(seed(url, 10))
+        result = Result("M1 createSession, 3 details, PostgreSQL, 16 connections",
+                        "requests/s", "&ge; 0.5")  # fmt: skip
+        details = [{"name": n, "value": v} for n, v in (("a", "1"), ("b", "2"), ("c", "3"))]
+        body = {"query": M1, "variables": {"input": {"dataSource": "bench", "details": details}}}
+        env = environment(url)
+        for run in range(args.runs):
+            for raw in (False, True):
+                with serve(raw_command() if raw else service_command(), env) as server:
+                    target = server.url + ("/m1" if raw else "/graphql")
+                    wrk(target, body, 16, args.seconds)
+                    value = wrk(target, body, 16, args.seconds)
+                (result.baseline if raw else result.service).append(value)
+                variant = "raw" if raw else "service"
+                progress(f"{result.scenario} [{variant} {run + 1}]: {value:,.0f} requests/s")
+        return [result]
+    finally:
+        asyncio.run(admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @dataclass
 class FanOut:
     deliveries_per_second: float
@@ -362,6 +404,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "REPORT.md")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--postgres-admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres"
+    )
     parser.add_argument("--postgres-bus-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -372,7 +417,16 @@ def main() -> None:
         progress("seeding 1,000 sessions")
         keys = asyncio.run(seed(database_url, 1000))
         results = http_scenarios(args, database_url, keys[len(keys) // 2])
+        results += postgres_scenarios(args)
         results += fan_out_scenarios(args, database_url)
+        progress("H1: building a 10,000-session tree and a 1,000-session forest")
+        hierarchy_url = f"sqlite+aiosqlite:///{directory}/hierarchy.db"
+        for name, service, raw, statements in asyncio.run(measure(hierarchy_url, args.runs)):
+            result = Result(f"{name} ({statements} SQL statements)", "ms",
+                            "bounded statements; report time", higher_is_better=False)  # fmt: skip
+            result.service, result.baseline = [service * 1000], [raw * 1000]
+            progress(f"{name}: {service * 1000:.1f} ms vs raw {raw * 1000:.1f} ms")
+            results.append(result)
     text = report(results, args, started)
     args.output.write_text(text)
     progress(f"wrote {args.output}")
