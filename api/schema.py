@@ -110,7 +110,10 @@ class SessionSchema(strawberry.Schema):
     ) -> None:
         # Expected errors are the client's business; only unexpected ones are worth a trace.
         for error in errors:
-            if not (error.extensions or {}).get("code"):
+            document = error.original_error is None or isinstance(
+                error.original_error, GraphQLError
+            )
+            if document and not (error.extensions or {}).get("code"):
                 # A parse error raised inside ParserCache's hook bypasses the extensions.
                 document_error(error, self.hide_suggestions)
             if isinstance(error.original_error, DBAPIError):

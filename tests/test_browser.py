@@ -49,6 +49,13 @@ def _missing() -> str | None:
     return None
 
 
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    # The page, not the database, is under test (and Playwright's event loop rules out the
+    # PostgreSQL fixtures' asyncio.run): SQLite only.
+    return f"sqlite+aiosqlite:///{tmp_path / 'pages.db'}"
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator["Browser"]:
     if reason := _missing():
