@@ -17,7 +17,7 @@ from api.dashboard import DASHBOARD_ROUTES
 from api.graphiql import graphiql_routes
 from api.health import healthz, readyz
 from api.limits import BodyLimit, RateLimiter
-from api.metrics import StoredSessions, metrics_endpoint
+from api.metrics import BUS_RECONNECTS, StoredSessions, metrics_endpoint
 from api.schema import build_schema
 from api.view import GraphQLView
 from models import Database, EventHub, EventLog, SessionRepository
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.broadcast_url,
             poll_interval=settings.event_poll_interval,
             queue_size=settings.subscriber_queue_size,
+            on_bus_lost=BUS_RECONNECTS.inc,
         )
         repository = SessionRepository(database, settings.limits, announce=hub.announce)
         janitor = Janitor(

@@ -51,6 +51,10 @@ SUBSCRIBERS_DROPPED = Counter(
     "session_service_subscribers_dropped_total",
     "Subscriptions ended because their subscriber fell too far behind (it resumes by cursor).",
 )
+BUS_RECONNECTS = Counter(
+    "session_service_bus_reconnects_total",
+    "Times the bus connection was lost and reconnection began.",
+)
 DATABASE_ERRORS = Counter(
     "session_service_database_errors_total", "Operations that failed in the database."
 )

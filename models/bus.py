@@ -51,6 +51,7 @@ class Bus:
         on_message: Callable[[int], None],
         on_connected: Callable[[], None],
         *,
+        on_lost: Callable[[], None] = lambda: None,
         heartbeat: float = 1.0,
         timeout: float = 3.0,
         max_backoff: float = 5.0,
@@ -59,11 +60,11 @@ class Bus:
         self.local = url.startswith("memory://")
         self.on_message = on_message
         self.on_connected = on_connected
+        self.on_lost = on_lost
         self.heartbeat = heartbeat
         self.timeout = timeout
         self.max_backoff = max_backoff
         self.connected = False
-        self.reconnects = 0
         self._identity = f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}"
         self._backend: BroadcastBackend | None = None
         self._pending: int | None = None
@@ -129,7 +130,7 @@ class Bus:
                 self._backend = None
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(backend.disconnect(), self.timeout)
-            self.reconnects += 1
+            self.on_lost()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from models.bus import Bus, cancel
 from models.errors import CursorExpired
@@ -61,10 +61,13 @@ class EventHub:
         *,
         poll_interval: float = 1.0,
         queue_size: int = 1000,
+        on_bus_lost: Callable[[], None] = lambda: None,
     ) -> None:
         self.log = log
         self._wake = asyncio.Event()
-        self.bus = Bus(broadcast_url, on_message=self._heard, on_connected=self._wake.set)
+        self.bus = Bus(
+            broadcast_url, on_message=self._heard, on_connected=self._wake.set, on_lost=on_bus_lost
+        )
         self.poll_interval = poll_interval
         self.queue_size = queue_size
         # How far the hub has read and fanned out the log, and the newest cursor it knows to

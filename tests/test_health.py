@@ -25,14 +25,23 @@ def _wait_for_bus(client: Client, state: str, seconds: float = 15) -> float:
     return time.monotonic() - started
 
 
+def _reconnects(client: Client) -> float:
+    for line in client.http.get("/metrics").text.splitlines():
+        if line.startswith("session_service_bus_reconnects_total "):
+            return float(line.split()[1])
+    raise AssertionError("no bus reconnect counter")
+
+
 def test_readyz_reports_a_lost_bus_and_its_recovery(make_server: Any, tmp_path: Path) -> None:
     private = PrivateRedis(tmp_path).start()
     try:
         server = make_server(broadcast_url=private.url)
         with Client(server.url) as client:
             _wait_for_bus(client, "connected")
+            before = _reconnects(client)
             private.kill()
             _wait_for_bus(client, "reconnecting")
+            assert _reconnects(client) > before
             ready = client.http.get("/readyz")
             # Still ready: events keep flowing through the periodic log reads.
             assert ready.status_code == 200
