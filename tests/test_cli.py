@@ -48,34 +48,6 @@ def test_export_schema_prints_the_committed_schema() -> None:
     assert result.stdout == (ROOT / "schema.graphql").read_text()
 
 
-def test_several_workers_on_the_memory_bus_are_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [COMMAND, "serve", "--workers", "2", "--port", str(free_port())],
-        env=service_environment(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "SESSION_SERVICE_BROADCAST_URL" in result.stderr
-
-
-def test_invalid_configuration_is_refused_naming_the_key(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [COMMAND, "migrate"],
-        env=service_environment(
-            "sqlite+aiosqlite:///x.db", SESSION_SERVICE_EVENT_POLL_INTERVAL="soon"
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "SESSION_SERVICE_EVENT_POLL_INTERVAL" in result.stderr
-
-
 def test_metrics_add_up_across_two_worker_processes(tmp_path: Path, redis_url: str) -> None:
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -117,14 +89,28 @@ def _workers_that_created(metrics_dir: Path, data_source: str) -> int:
     return count
 
 
-def test_an_open_service_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "settings", "named"),
+    [
+        # Several workers cannot share the in-process bus.
+        (["serve", "--workers", "2"], {}, "SESSION_SERVICE_BROADCAST_URL"),
+        # Without tokens the service is open, so it stays on loopback.
+        (["serve", "--host", "0.0.0.0"], {}, "SESSION_SERVICE_ALLOW_OPEN_NETWORK"),
+        # An invalid value stops the start-up, naming its key.
+        (["migrate"], {"SESSION_SERVICE_EVENT_POLL_INTERVAL": "soon"}, "EVENT_POLL_INTERVAL"),
+    ],
+)
+def test_unsafe_or_invalid_set_ups_are_refused_naming_the_fix(
+    tmp_path: Path, arguments: list[str], settings: dict[str, str], named: str
+) -> None:
+    port = ["--port", str(free_port())] if arguments[0] == "serve" else []
     result = subprocess.run(
-        [COMMAND, "serve", "--host", "0.0.0.0", "--port", str(free_port())],
-        env=service_environment(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"),
+        [COMMAND, *arguments, *port],
+        env=service_environment(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", **settings),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 2
-    assert "SESSION_SERVICE_ALLOW_OPEN_NETWORK" in result.stderr
+    assert named in result.stderr
