@@ -112,23 +112,30 @@ class EventHub:
         can be missed; cursors dedupe the overlap between replay and live delivery.
         """
         subscriber = self.subscribe(where)
-        if after is not None and after < subscriber.start:
-            pruned_through = (await self.log.state()).pruned_through
-            if after < pruned_through:
-                self.unsubscribe(subscriber)
-                raise CursorExpired(after, pruned_through)
-        return self._stream(subscriber, after)
+        if after is None or after >= subscriber.start:
+            return self._stream(subscriber, after, [])
+        pruned_through, first = await self.log.replay(after, BATCH, subscriber.start, where)
+        if after < pruned_through:
+            self.unsubscribe(subscriber)
+            raise CursorExpired(after, pruned_through)
+        return self._stream(subscriber, after, first)
 
-    async def _stream(self, subscriber: Subscriber, after: int | None) -> AsyncIterator[EventRow]:
+    async def _stream(
+        self, subscriber: Subscriber, after: int | None, batch: list[EventRow]
+    ) -> AsyncIterator[EventRow]:
+        """`batch`: the replay's first events, read with the expiry check."""
         position = subscriber.start if after is None else after
         try:
             while position < subscriber.start:
+                for event in batch:
+                    yield event
+                if len(batch) < BATCH:
+                    break
+                position = batch[-1].cursor
                 batch = await self.log.after(
                     position, BATCH, until=subscriber.start, where=subscriber.where
                 )
-                for event in batch:
-                    yield event
-                position = batch[-1].cursor if len(batch) == BATCH else subscriber.start
+            position = max(position, subscriber.start)
             while True:
                 item = await subscriber.queue.get()
                 if isinstance(item, Exception):

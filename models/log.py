@@ -16,6 +16,21 @@ class EventLog:
         async with self.database.read() as session:
             return (await session.exec(select(EventLogState))).one()
 
+    async def replay(
+        self, cursor: int, limit: int, until: int, where: EventFilter
+    ) -> tuple[int, list[EventRow]]:
+        """The newest pruned cursor and the first events after `cursor`, read from one snapshot,
+        so a replay can never start past events that were pruned meanwhile."""
+        async with self.database.read(snapshot=True) as session:
+            pruned_through = (await session.exec(select(EventLogState.pruned_through))).one()
+            query = (
+                select(EventRow)
+                .where(EventRow.cursor > cursor, EventRow.cursor <= until, *where.conditions())
+                .order_by(col(EventRow.cursor))
+                .limit(limit)
+            )
+            return pruned_through, list(await session.exec(query))
+
     async def after(
         self,
         cursor: int,
