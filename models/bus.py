@@ -69,8 +69,12 @@ class Bus:
         self._backend: BroadcastBackend | None = None
         self._pending: int | None = None
         self._publish_wanted = asyncio.Event()
+        # One publish at a time: the PostgreSQL backend has a single connection, on which a
+        # heartbeat racing a cursor fails with "another operation is in progress".
+        self._publishing = asyncio.Lock()
         self._up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> None:
         """Start, waiting up to `timeout` for a first connection; a bus that is down at start-up
@@ -80,9 +84,11 @@ class Bus:
             asyncio.create_task(self._publish_pending(), name="bus-publisher"),
         ]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._up.wait(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._up.wait()
 
     async def stop(self) -> None:
+        self._stopping = True
         await cancel(self._tasks)
 
     def publish(self, cursor: int) -> None:
@@ -100,17 +106,22 @@ class Bus:
             if cursor is None or backend is None:
                 continue  # other instances find it by their periodic log read
             try:
-                await asyncio.wait_for(backend.publish(CHANNEL, str(cursor)), self.timeout)
+                await self._publish(backend, str(cursor))
             except Exception as error:
                 log.warning("could not publish cursor %s: %r", cursor, error)
+
+    async def _publish(self, backend: BroadcastBackend, message: str) -> None:
+        async with self._publishing, asyncio.timeout(self.timeout):
+            await backend.publish(CHANNEL, message)
 
     async def _supervise(self) -> None:
         backoff = 0.1
         while True:
             backend = backend_for(self.url, self.timeout)
             try:
-                await asyncio.wait_for(backend.connect(), self.timeout)
-                await asyncio.wait_for(backend.subscribe(CHANNEL), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await backend.connect()
+                    await backend.subscribe(CHANNEL)
                 self._backend = backend
                 self.connected = True
                 self._up.set()
@@ -121,6 +132,9 @@ class Bus:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                if self._stopping:
+                    # Cancelled: the TaskGroup raises what cancelling its tasks caused instead.
+                    raise asyncio.CancelledError from error
                 log.warning(
                     "bus %s lost: %r; reconnecting in %.1fs", _redacted(self.url), error, backoff
                 )
@@ -129,7 +143,8 @@ class Bus:
                 self._up.clear()
                 self._backend = None
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(backend.disconnect(), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        await backend.disconnect()
             self.on_lost()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
@@ -143,7 +158,8 @@ class Bus:
             group.create_task(self._beat(backend))
             while True:
                 try:
-                    event = await asyncio.wait_for(backend.next_published(), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        event = await backend.next_published()
                 except TimeoutError:
                     raise BusSilent(f"no message for {self.timeout}s") from None
                 if not event.message.startswith(HEARTBEAT_PREFIX):
@@ -159,7 +175,7 @@ class Bus:
 
     async def _beat(self, backend: BroadcastBackend) -> None:
         while True:
-            await asyncio.wait_for(backend.publish(CHANNEL, self._identity), self.timeout)
+            await self._publish(backend, self._identity)
             await asyncio.sleep(self.heartbeat)
 
 
