@@ -10,7 +10,7 @@ from starlette.websockets import WebSocket
 from api.auth import OPEN, Authenticator, Principal
 from api.config import Settings
 from api.errors import disabled, top_level
-from api.executor import SharedResults
+from api.fanout import Audiences
 from api.limits import RateLimiter
 from api.loaders import EventLoaders, Loaders
 from models import EventHub, InvalidInput, SessionRepository
@@ -28,7 +28,7 @@ class Services:
     mutation_limiter: RateLimiter
     subscribe_limiter: RateLimiter
     event_loaders: EventLoaders = field(init=False)
-    shared_results: SharedResults = field(default_factory=SharedResults)
+    audiences: Audiences = field(default_factory=Audiences)
 
     def __post_init__(self) -> None:
         self.event_loaders = EventLoaders(self.repository)

@@ -47,6 +47,11 @@ SUBSCRIPTIONS_OPEN = Gauge(
 EVENTS_DELIVERED = Counter(
     "session_service_events_delivered_total", "Events delivered to subscribers."
 )
+EVENTS_RENDERED = Counter(
+    "session_service_events_rendered_total",
+    "Events executed and encoded for subscribers: once per event for every group of "
+    "subscribers with the same document, variables and scope.",
+)
 SUBSCRIBERS_DROPPED = Counter(
     "session_service_subscribers_dropped_total",
     "Subscriptions ended because their subscriber fell too far behind (it resumes by cursor).",

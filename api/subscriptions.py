@@ -1,74 +1,52 @@
 """The Subscription root: committed events, replayed from a cursor and then live."""
 
-import contextlib
 from collections.abc import AsyncIterator
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.types import Info
 
 from api.context import Context
-from api.errors import top_level
-from api.metrics import EVENTS_DELIVERED, SUBSCRIBERS_DROPPED, SUBSCRIPTIONS_OPEN
+from api.errors import ApiError, top_level
+from api.fanout import SUBSCRIBING, Audience, Delivery
+from api.masking import coded, report
 from api.types import SessionEvent
-from models import (
-    DomainError,
-    EventFilter,
-    EventKind,
-    EventRow,
-    HubClosed,
-    SubscriberLagging,
-    decode_cursor,
-)
+from models import DomainError, EventFilter, EventKind, EventRow, decode_cursor
 
 ContextInfo = Info[Context, None]
 
-TRY_AGAIN_LATER = 1013
-SERVICE_RESTART = 1012
 
-
-async def _open(
-    info: ContextInfo, where: EventFilter, after: str | None
-) -> AsyncIterator[SessionEvent]:
-    """Resolve a subscription: fail now (an `error` message) or return the event stream.
+async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Delivery:
+    """Resolve a subscription: fail now (an `error` message) or deliver its events.
 
     Not a generator, so that a bad or expired cursor fails the subscribe itself and the hub
     registers the subscriber before this resolver first awaits.
     """
     context = info.context
     context.require_enabled()
+    message = SUBSCRIBING.get()
+    if message is None or context.websocket is None:
+        raise ApiError("VALIDATION", "Subscribe over WebSocket (graphql-transport-ws).")
     try:
         position = None if after is None else decode_cursor(after)
         events = await context.hub.open_stream(where, position)
     except DomainError as error:
         raise top_level(error) from error
-    return _present(events, context)
+    services = context.services
+    scope = context.principal.data_sources
+    hide_suggestions = not services.settings.development
 
+    def root(event: EventRow) -> SessionEvent:
+        return SessionEvent.from_row(event, services.event_loaders.get(event.cursor, scope))
 
-async def _present(
-    events: AsyncIterator[EventRow], context: Context
-) -> AsyncIterator[SessionEvent]:
-    SUBSCRIPTIONS_OPEN.inc()
-    try:
-        async for event in events:
-            EVENTS_DELIVERED.inc()
-            loaders = context.services.event_loaders.get(
-                event.cursor, context.principal.data_sources
-            )
-            yield SessionEvent.from_row(event, loaders)
-    except SubscriberLagging as error:
-        SUBSCRIBERS_DROPPED.inc()
-        await _close(context, TRY_AGAIN_LATER, f"{error}: resume with after: your last cursor")
-    except HubClosed:
-        await _close(context, SERVICE_RESTART, "the server is restarting: resume by cursor")
-    finally:
-        SUBSCRIPTIONS_OPEN.dec()
+    def finish(errors: list[GraphQLError]) -> list[GraphQLError]:
+        report(errors, message.operation_name, hide_suggestions)
+        return [coded(error, hide_suggestions) for error in errors]
 
-
-async def _close(context: Context, code: int, reason: str) -> None:
-    """End the connection with a code graphql-ws clients retry, so they resume by cursor."""
-    if context.websocket is not None:
-        with contextlib.suppress(RuntimeError):  # already closed
-            await context.websocket.close(code, reason)
+    audience = services.audiences.join(
+        message.audience(scope), lambda: Audience(message.executor(context), root, finish)
+    )
+    return Delivery(events, message, audience, close=context.websocket.close)
 
 
 def _one_source(info: ContextInfo, data_source: str, kind: EventKind) -> EventFilter:

@@ -1,14 +1,20 @@
-"""The graphql-transport-ws handler: Strawberry's, with strict message shapes and a rate limit."""
+"""The graphql-transport-ws handler: Strawberry's, with strict message shapes, a rate limit and
+events delivered by api/fanout.py."""
 
-from typing import Any
+from typing import Any, cast
 
+import strawberry
 from graphql import GraphQLError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message,
+    SubscribeMessage,
+)
 
 from api.context import Context
+from api.fanout import SUBSCRIBING, SubscribeRequest
 
 
 def _malformed(message: Any) -> str | None:
@@ -35,12 +41,32 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_message(self, message: Message) -> None:
         if (reason := _malformed(message)) is not None:
             return await self.handle_invalid_message(reason)
-        limiter = self.context.services.subscribe_limiter
-        if message["type"] == "subscribe" and not limiter.allow(self.context.caller):
+        if message["type"] != "subscribe":
+            return await super().handle_message(message)
+        if not self.context.services.subscribe_limiter.allow(self.context.caller):
             error = GraphQLError(
                 "Too many subscriptions started: slow down.", extensions={"code": "RATE_LIMITED"}
             )
             return await self.send_message(
                 {"id": message["id"], "type": "error", "payload": [error.formatted]}
             )
-        return await super().handle_message(message)
+        # The operation's task, created inside, inherits this: its resolver then delivers the
+        # events itself (api/fanout.py).
+        token = SUBSCRIBING.set(self._subscribing(message))
+        try:
+            return await super().handle_message(message)
+        finally:
+            SUBSCRIBING.reset(token)
+
+    def _subscribing(self, message: SubscribeMessage) -> SubscribeRequest:
+        websocket = self.context.websocket
+        assert websocket is not None  # a WebSocket's context always holds it
+        payload = message["payload"]
+        return SubscribeRequest(
+            id=message["id"],
+            query=payload["query"],
+            variables=payload.get("variables"),
+            operation_name=payload.get("operationName"),
+            schema=cast(strawberry.Schema, self.schema),
+            send=websocket.send_text,
+        )

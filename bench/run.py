@@ -49,6 +49,9 @@ SELECTIONS = [
 ]
 
 
+GROUPS = ["http", "postgres", "fan-out", "hierarchy"]
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -371,6 +374,18 @@ def fan_out_scenarios(args: argparse.Namespace, database_url: str) -> list[Resul
     return results
 
 
+def hierarchy_scenarios(args: argparse.Namespace, database_url: str) -> list[Result]:
+    progress("H1: building a 10,000-session tree and a 1,000-session forest")
+    results = []
+    for name, service, raw, statements in asyncio.run(measure(database_url, args.runs)):
+        result = Result(f"{name} ({statements} SQL statements)", "ms",
+                        "bounded statements; report time", higher_is_better=False)  # fmt: skip
+        result.service, result.baseline = [service * 1000], [raw * 1000]
+        progress(f"{name}: {service * 1000:.1f} ms vs raw {raw * 1000:.1f} ms")
+        results.append(result)
+    return results
+
+
 def _cell(values: list[float], metric: str) -> str:
     median = statistics.median(values)
     return f"{median:,.1f} ({min(values):,.1f}-{max(values):,.1f}) {metric}"
@@ -408,6 +423,13 @@ def main() -> None:
         "--postgres-admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres"
     )
     parser.add_argument("--postgres-bus-url", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        default=GROUPS,
+        help="scenario groups to run (all by default; the report then holds only these)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is missing (make bench installs it with apt-get)")
@@ -416,17 +438,15 @@ def main() -> None:
         database_url = f"sqlite+aiosqlite:///{directory}/bench.db"
         progress("seeding 1,000 sessions")
         keys = asyncio.run(seed(database_url, 1000))
-        results = http_scenarios(args, database_url, keys[len(keys) // 2])
-        results += postgres_scenarios(args)
-        results += fan_out_scenarios(args, database_url)
-        progress("H1: building a 10,000-session tree and a 1,000-session forest")
-        hierarchy_url = f"sqlite+aiosqlite:///{directory}/hierarchy.db"
-        for name, service, raw, statements in asyncio.run(measure(hierarchy_url, args.runs)):
-            result = Result(f"{name} ({statements} SQL statements)", "ms",
-                            "bounded statements; report time", higher_is_better=False)  # fmt: skip
-            result.service, result.baseline = [service * 1000], [raw * 1000]
-            progress(f"{name}: {service * 1000:.1f} ms vs raw {raw * 1000:.1f} ms")
-            results.append(result)
+        results = []
+        if "http" in args.only:
+            results += http_scenarios(args, database_url, keys[len(keys) // 2])
+        if "postgres" in args.only:
+            results += postgres_scenarios(args)
+        if "fan-out" in args.only:
+            results += fan_out_scenarios(args, database_url)
+        if "hierarchy" in args.only:
+            results += hierarchy_scenarios(args, f"sqlite+aiosqlite:///{directory}/hierarchy.db")
     text = report(results, args, started)
     args.output.write_text(text)
     progress(f"wrote {args.output}")

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from models.bus import Bus, cancel
 from models.errors import CursorExpired
@@ -88,10 +88,17 @@ class EventHub:
             subscriber.fail(HubClosed("the server is shutting down"))
         await self.bus.stop()
 
-    def announce(self, cursor: int) -> None:
-        """Called after a commit: wake this process at once and every other one via the bus."""
-        self._heard(cursor)
-        self.bus.publish(cursor)
+    def announce(self, events: list[EventRow]) -> None:
+        """Called after a commit with the events it appended: tell every other process via the
+        bus, and fan them out here at once when they follow what the hub has fanned out (else
+        the log read fills the gap first)."""
+        newest = events[-1].cursor
+        self.bus.publish(newest)
+        if events[0].cursor == self.position + 1:
+            self.known = max(self.known, newest)
+            self._fan_out(events)
+        else:
+            self._heard(newest)
 
     def _heard(self, cursor: int) -> None:
         self.known = max(self.known, cursor)
@@ -105,7 +112,9 @@ class EventHub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
-    async def open_stream(self, where: EventFilter, after: int | None) -> AsyncIterator[EventRow]:
+    async def open_stream(
+        self, where: EventFilter, after: int | None
+    ) -> AsyncGenerator[EventRow, None]:
         """Events matching `where`: those after `after` from the log first, then live ones.
 
         Registration happens before the first await, so nothing committed after this call
@@ -122,7 +131,7 @@ class EventHub:
 
     async def _stream(
         self, subscriber: Subscriber, after: int | None, batch: list[EventRow]
-    ) -> AsyncIterator[EventRow]:
+    ) -> AsyncGenerator[EventRow, None]:
         """`batch`: the replay's first events, read with the expiry check."""
         position = subscriber.start if after is None else after
         try:
@@ -149,7 +158,8 @@ class EventHub:
     async def _read(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._catch_up()
@@ -159,9 +169,13 @@ class EventHub:
     async def _catch_up(self) -> None:
         while True:
             batch = await self.log.after(self.position, BATCH)
-            for event in batch:
-                for subscriber in list(self._subscribers):
-                    subscriber.offer(event)
-                self.position = event.cursor
+            # Events announced by this process while the read was under way are out already.
+            self._fan_out([event for event in batch if event.cursor > self.position])
             if len(batch) < BATCH:
                 return
+
+    def _fan_out(self, events: list[EventRow]) -> None:
+        for event in events:
+            for subscriber in list(self._subscribers):
+                subscriber.offer(event)
+            self.position = event.cursor

@@ -47,7 +47,7 @@ from models.tables import (
 )
 
 T = TypeVar("T")
-Announce = Callable[[int], None]
+Announce = Callable[[list[EventRow]], None]
 
 # Below SQLite's and asyncpg's limits on bound parameters in one statement.
 CHUNK = 5000
@@ -131,7 +131,7 @@ class SessionRepository:
             write = _Write(session, state)
             yield write
         if write.events and self._announce is not None:
-            self._announce(write.events[-1].cursor)
+            self._announce(write.events)
 
     async def create(
         self, new: NewSession, idempotency_key: str | None = None

@@ -109,6 +109,18 @@ class Client:
     def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> "Subscription":
         return Subscription(self.url, query, variables)
 
+    def metrics(self) -> dict[str, float]:
+        """Every sample of a /metrics scrape, keyed by name with labels."""
+        response = self.http.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        samples: dict[str, float] = {}
+        for line in response.text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        return samples
+
 
 class Subscription:
     """One graphql-transport-ws connection carrying one subscription.

@@ -198,6 +198,24 @@ def test_scoped_subscriber_receives_only_its_data_sources(secured: Any) -> None:
         assert message["payload"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
+def test_subscribers_asking_the_same_in_different_scopes_each_see_their_own(
+    secured: Any, world: dict[str, str]
+) -> None:
+    """Events are rendered once per document, variables and scope: never shared across scopes."""
+    events = (
+        'subscription { sessionEvents(dataSource: "car-a") { session { associateSessionKeys } } }'
+    )
+    with (
+        subscription(secured, events, ADMIN) as everything,
+        subscription(secured, events, READER_A) as scoped,
+        as_(secured, WRITER_ALL) as writer,
+    ):
+        writer.end(world["a1"])
+        seen = everything.next()["sessionEvents"]["session"]["associateSessionKeys"]
+        assert sorted(seen) == sorted([world["b1"], world["a3"]])
+        assert scoped.next()["sessionEvents"]["session"] == {"associateSessionKeys": [world["a3"]]}
+
+
 def test_metrics_need_an_admin_token(secured: Any) -> None:
     for token, status in ((None, 401), (WRITER_ALL, 403), (ADMIN, 200)):
         with as_(secured, token) as client:

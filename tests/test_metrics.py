@@ -6,19 +6,6 @@ from typing import Any
 from tests.client import Client
 
 
-def scrape(client: Client) -> dict[str, float]:
-    """Every sample of a /metrics scrape, keyed by name with labels."""
-    response = client.http.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: dict[str, float] = {}
-    for line in response.text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
-
-
 def test_sessions_total_counts_sessions_created_by_any_instance(make_server: Any) -> None:
     first = make_server(metrics_cache_seconds=0)
     second = make_server(metrics_cache_seconds=0)
@@ -27,23 +14,23 @@ def test_sessions_total_counts_sessions_created_by_any_instance(make_server: Any
             writer.create(dataSource=source)
         ended = writer.create(dataSource="car-2")["key"]
         writer.end(ended)
-        samples = scrape(reader)
+        samples = reader.metrics()
     assert samples['stream_api_sessions_total{data_source="car-1"}'] == 2
     assert samples['stream_api_sessions_total{data_source="car-2"}'] == 2
     assert samples['session_service_live_sessions{data_source="car-2"}'] == 1
 
 
 def test_counters_and_latency_move_with_real_work(client: Client) -> None:
-    before = scrape(client)
+    before = client.metrics()
     key = client.create(dataSource="metrics-car")["key"]
     client.end(key)
     client.end(key)  # already ended: not counted again
     subscription_query = "subscription { sessionEvents { kind } }"
     with client.subscribe(subscription_query) as subscription:
-        during = scrape(client)
+        during = client.metrics()
         client.create(dataSource="metrics-car")
         subscription.next()
-    after = scrape(client)
+    after = client.metrics()
 
     def delta(name: str) -> float:
         return after.get(name, 0) - before.get(name, 0)

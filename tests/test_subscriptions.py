@@ -811,3 +811,40 @@ def test_many_concurrent_subscribers_all_receive_the_same_events(client: Client)
     for found in received:
         assert summary(found) == expected
         assert [event["cursor"] for event in found] == cursors
+
+
+def test_each_event_is_rendered_once_for_every_subscriber_who_asked_the_same(
+    client: Client,
+) -> None:
+    """Subscribers with the same document, variables and scope share one execution and one
+    encoding of each event; a different document or different variables get their own."""
+    lean = "subscription { sessionEvents { cursor kind } }"
+    full = """subscription Full($details: Boolean!) { sessionEvents {
+        cursor session { key details @include(if: $details) { name value } } } }"""
+    with ExitStack() as stack:
+        audiences = {
+            "lean": [stack.enter_context(client.subscribe(lean)) for _ in range(4)],
+            "with details": [
+                stack.enter_context(client.subscribe(full, {"details": True})) for _ in range(3)
+            ],
+            "without": [stack.enter_context(client.subscribe(full, {"details": False}))],
+        }
+        before = client.metrics()
+        keys = [client.create(details=[{"name": "lap", "value": str(n)}])["key"] for n in (1, 2)]
+        received = {
+            name: [[s.next()["sessionEvents"] for _ in keys] for s in members]
+            for name, members in audiences.items()
+        }
+        after = client.metrics()
+
+    def delta(name: str) -> float:
+        return after[name] - before.get(name, 0)
+
+    assert delta("session_service_events_rendered_total") == 2 * len(audiences)
+    assert delta("session_service_events_delivered_total") == 2 * 8
+    for members in received.values():
+        assert all(seen == members[0] for seen in members)
+    first = received["with details"][0][0]["session"]
+    assert first == {"key": keys[0], "details": [{"name": "lap", "value": "1"}]}
+    assert received["without"][0][0]["session"] == {"key": keys[0]}
+    assert received["lean"][0][0].keys() == {"cursor", "kind"}
