@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="session-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         uvicorn.run(
-            "api.app:create_app",
+            "api.app:create_served_app",
             factory=True,
             host=args.host,
             port=args.port,

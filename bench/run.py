@@ -107,7 +107,7 @@ def serve(command: list[str], env: dict[str, str]) -> Iterator[Running]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(f"{url}/healthz" if "session-service" in command[0] else url, timeout=1)
+                httpx.get(f"{url}/healthz" if "serve" in command else url, timeout=1)
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:

@@ -1,5 +1,7 @@
-"""The `session-service` command, driven as a black box: serve, migrate, export-schema."""
+"""The `session-service` command, driven as a black box (serve, migrate, export-schema), and the
+app it serves in each process."""
 
+import gc
 import subprocess
 import time
 from collections.abc import Iterator
@@ -9,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from api.app import GC_THRESHOLD, create_served_app
 from tests.client import Client
 from tests.services import COMMAND, Served, free_port, service_environment
 
@@ -27,6 +30,17 @@ def test_serve_answers_graphql_and_subscriptions(served: str) -> None:
         session = client.create(dataSource="car-1")
         event = subscription.next()["sessionStarted"]
         assert event == {"sessionKey": session["key"], "kind": "STARTED"}
+
+
+def test_served_processes_collect_garbage_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSION_SERVICE_DATABASE_URL", "sqlite+aiosqlite:///:memory:")
+    default = gc.get_threshold()
+    try:
+        create_served_app()
+        assert gc.get_threshold() == GC_THRESHOLD
+        assert GC_THRESHOLD[0] > default[0]
+    finally:
+        gc.set_threshold(*default)
 
 
 def test_migrate_creates_the_schema_and_is_repeatable(tmp_path: Path) -> None:
