@@ -13,7 +13,7 @@ from api.errors import disabled, top_level
 from api.fanout import Audiences
 from api.limits import RateLimiter
 from api.loaders import EventLoaders, Loaders
-from models import EventHub, InvalidInput, SessionRepository
+from models import EventHub, InvalidInput, SessionRepository, SharedRead
 from models.inputs import check_lookup
 
 
@@ -43,6 +43,8 @@ class Context:
     connection_params: dict[str, Any] = field(default_factory=dict)
     client_address: str = "unknown"
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Set while a query operation runs: its reads share one transaction.
+    shared_read: SharedRead | None = None
 
     @property
     def caller(self) -> str:
@@ -54,7 +56,8 @@ class Context:
     @property
     def repository(self) -> SessionRepository:
         """The repository limited to the data sources this caller may touch."""
-        return self.services.repository.within(self.principal.data_sources)
+        repository = self.services.repository.within(self.principal.data_sources)
+        return repository if self.shared_read is None else repository.sharing(self.shared_read)
 
     @property
     def hub(self) -> EventHub:

@@ -1,5 +1,6 @@
 """The assembled GraphQL schema, its extensions and validation rules."""
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import strawberry
@@ -12,10 +13,12 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
+    SchemaExtension,
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from api.config import Settings
 from api.executor import PerEventExecutor
@@ -25,6 +28,7 @@ from api.mutations import Mutation
 from api.observability import ObserveOperations
 from api.queries import Query
 from api.subscriptions import Subscription
+from models import SharedRead
 
 
 class CodedErrors(MaskErrors):
@@ -37,6 +41,22 @@ class CodedErrors(MaskErrors):
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [coded(error, self.hide_suggestions) for error in errors]
+
+
+class SharedReads(SchemaExtension):
+    """A query operation's reads share one transaction (models.SharedRead), closed with it."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if self.execution_context.operation_type is not OperationType.QUERY:
+            yield
+            return
+        context.shared_read = SharedRead(context.services.repository.database)
+        try:
+            yield
+        finally:
+            await context.shared_read.close()
+            context.shared_read = None
 
 
 class SessionSchema(strawberry.Schema):
@@ -58,6 +78,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: CodedErrors(hide_suggestions),
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
+        SharedReads,
     ]
     # The rule classes are made once: ValidationCache keys on them, so rules made afresh for
     # each operation (as the limiter extensions do) would validate every request again.

@@ -1,6 +1,6 @@
 """The domain: tables, the repository, the event log and hub, and domain errors."""
 
-from models.database import Database
+from models.database import Database, SharedRead
 from models.errors import (
     AssociationCycle,
     CursorExpired,
@@ -43,6 +43,7 @@ __all__ = [
     "SessionRepository",
     "SessionRow",
     "SessionStatus",
+    "SharedRead",
     "SubscriberLagging",
     "TreeNode",
     "decode_cursor",

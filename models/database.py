@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,45 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class SharedRead:
+    """The reads of one query operation in one transaction, opened at the first read: a
+    connection checked out, begun and rolled back once rather than for every batch of reads
+    (on SQLite every one of those is a trip to aiosqlite's thread). Reads take turns on it; a
+    snapshot read still gets a transaction of its own. Writes go to the database as usual."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.is_sqlite = database.is_sqlite
+        self._turn = asyncio.Lock()
+        self._open = AsyncExitStack()
+        self._session: AsyncSession | None = None
+
+    @asynccontextmanager
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
+        if snapshot:
+            async with self.database.read(snapshot=True) as session:
+                yield session
+            return
+        async with self._turn:
+            if self._session is None:
+                self._session = await self._open.enter_async_context(self.database.read())
+            try:
+                yield self._session
+            except BaseException:
+                await self.close()  # a failed transaction serves no further read
+                raise
+
+    def write(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self.database.write()
+
+    async def ping(self) -> None:
+        await self.database.ping()
+
+    async def close(self) -> None:
+        await self._open.aclose()
+        self._session = None
 
 
 class _NoLock:

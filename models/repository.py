@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.database import Database
+from models.database import Database, SharedRead
 from models.errors import (
     AssociationCycle,
     IdempotencyMismatch,
@@ -103,10 +103,16 @@ class SessionRepository:
         announce: Announce | None = None,
         scope: frozenset[str] | None = None,
     ):
-        self.database = database
+        self.database: Database | SharedRead = database
         self.limits = limits
         self._announce = announce
         self.scope = scope
+
+    def sharing(self, read: SharedRead) -> "SessionRepository":
+        """This repository with every read in one shared transaction (see SharedRead)."""
+        shared = copy.copy(self)
+        shared.database = read
+        return shared
 
     def within(self, scope: frozenset[str] | None) -> "SessionRepository":
         """This repository, seen by a caller limited to `scope` (None: everything)."""

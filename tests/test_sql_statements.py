@@ -71,6 +71,33 @@ def recorded(server: LiveServer) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+def transactions_for(server: LiveServer, client: Client, query: str) -> int:
+    """The transactions one request for `query` runs statements of its own in."""
+    engine = server.services.repository.database.engine.sync_engine
+    current: dict[int, int] = {}  # connection -> its transaction's number
+    begun = 0
+    used: set[int] = set()
+
+    def begin(connection: Any) -> None:
+        nonlocal begun
+        begun += 1
+        current[id(connection)] = begun
+
+    def execute(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not NOT_THE_QUERY.search(statement):
+            used.add(current[id(connection)])
+
+    client.data(query)
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "before_cursor_execute", execute)
+    try:
+        assert client.data(query)
+    finally:
+        event.remove(engine, "begin", begin)
+        event.remove(engine, "before_cursor_execute", execute)
+    return len(used)
+
+
 def statements_for(server: LiveServer, client: Client, query: str, **variables: Any) -> int:
     """The statements one request for `query` costs, once the connection pool is warm."""
     client.data(query, variables)
@@ -167,6 +194,13 @@ def test_nested_associates_cost_the_same_statements_for_10_or_100_sessions(
     assert len(deepest) == 36
     assert large == small
     assert small <= 10
+
+
+def test_a_query_reads_in_one_transaction(server: LiveServer, client: Client) -> None:
+    """Every batch of reads of one query operation shares a transaction: one connection
+    checked out and begun, not one per batch (there are 5 batches here)."""
+    create_families(client, 2)
+    assert transactions_for(server, client, NESTED) == 1
 
 
 def test_descendants_of_a_1000_session_tree_cost_the_same_statements_as_of_10(
