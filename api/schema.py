@@ -17,7 +17,8 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from api.config import Settings
@@ -61,6 +62,13 @@ class SharedReads(SchemaExtension):
 
 class SessionSchema(strawberry.Schema):
     hide_suggestions = False
+
+    async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        """Queries and mutations, by HTTP: a subscription sent there would otherwise run as a
+        query and fail, since its events only flow over WebSocket (see api/fanout.py)."""
+        allowed = kwargs.get("allowed_operation_types") or DEFAULT_ALLOWED_OPERATION_TYPES
+        kwargs["allowed_operation_types"] = set(allowed) - {OperationType.SUBSCRIPTION}
+        return await super().execute(*args, **kwargs)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

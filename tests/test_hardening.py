@@ -192,6 +192,16 @@ def test_a_mutation_by_get_is_refused_and_changes_nothing(client: Client) -> Non
     assert stored(client) == 0
 
 
+def test_a_subscription_by_post_is_refused_with_400(client: Client) -> None:
+    """Events flow over WebSocket only; by HTTP a subscription used to run as a query and fail
+    as INTERNAL."""
+    response = client.http.post(
+        "/graphql", json={"query": "subscription { sessionEvents { cursor } }"}
+    )
+    assert response.status_code == 400
+    assert "subscriptions are not allowed" in response.text
+
+
 def test_a_batch_of_operations_is_refused_with_400_and_changes_nothing(client: Client) -> None:
     operation = {"query": CREATE, "variables": {"input": {"dataSource": "car-1"}}}
     response = client.http.post("/graphql", json=[operation, operation])
