@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 
 from models.bus import Bus, cancel
@@ -25,28 +26,48 @@ class HubClosed(Exception):
 
 
 class Subscriber:
-    def __init__(self, where: EventFilter, start: int, queue_size: int) -> None:
+    """A subscriber's filter and its bounded backlog of matching events. Lighter than an
+    asyncio.Queue, which matters with thousands of subscribers: one deque and, while the
+    subscriber waits, one future."""
+
+    def __init__(self, where: EventFilter, start: int, capacity: int) -> None:
         self.where = where
         self.start = start
-        self.queue: asyncio.Queue[EventRow | Exception] = asyncio.Queue(queue_size + 1)
-        self.capacity = queue_size
-        self.failed = False
+        self.capacity = capacity
+        self._backlog: deque[EventRow] = deque()
+        self._failure: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: EventRow) -> None:
-        if self.failed or not self.where.matches(event):
+        if self._failure is not None or not self.where.matches(event):
             return
-        if self.queue.qsize() >= self.capacity:
+        if len(self._backlog) >= self.capacity:
             self.fail(SubscriberLagging(f"fell more than {self.capacity} events behind"))
         else:
-            self.queue.put_nowait(event)
+            self._backlog.append(event)
+            self._wake()
 
     def fail(self, error: Exception) -> None:
         """End the stream: the error comes next, before anything still queued (the client
         resumes by cursor, so dropping those events loses nothing)."""
-        self.failed = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(error)
+        self._failure = error
+        self._backlog.clear()
+        self._wake()
+
+    async def next(self) -> EventRow:
+        while not self._backlog:
+            if self._failure is not None:
+                raise self._failure
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._backlog.popleft()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class EventHub:
@@ -146,12 +167,10 @@ class EventHub:
                 )
             position = max(position, subscriber.start)
             while True:
-                item = await subscriber.queue.get()
-                if isinstance(item, Exception):
-                    raise item
-                if item.cursor > position:
-                    position = item.cursor
-                    yield item
+                event = await subscriber.next()
+                if event.cursor > position:
+                    position = event.cursor
+                    yield event
         finally:
             self.unsubscribe(subscriber)
 
