@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -42,10 +43,11 @@ Q2 = """query Q2 { sessions(first: 100) {
   pageInfo { hasNextPage } } }"""
 M1 = """mutation M1($input: CreateSessionInput!) { createSession(input: $input) {
   ... on SessionCreated { session { key } } } }"""
+# A few distinct selection sets; the service's commit time is read from occurredAt.
 SELECTIONS = [
-    "cursor kind sessionKey",
+    "cursor kind sessionKey occurredAt",
     "cursor kind sessionKey dataSource occurredAt",
-    "cursor kind session { key identifier status }",
+    "cursor kind occurredAt session { key identifier status }",
 ]
 
 
@@ -263,17 +265,26 @@ def postgres_scenarios(args: argparse.Namespace) -> list[Result]:
 @dataclass
 class FanOut:
     deliveries_per_second: float
+    end_to_end_per_second: float
     latencies: list[float]
     idle_kb_per_subscriber: float
 
 
-async def _fan_out_once(server: Running, subscribers: int, events: int, raw: bool) -> FanOut:
-    """Deliveries per second, per-event latencies from commit to the last subscriber, and the
-    server's memory per idle subscription."""
+async def _fan_out_once(
+    server: Running, subscribers: int, events: int, raw: bool, writer: Running | None = None
+) -> FanOut:
+    """Deliveries per second of fan-out time, per-event latencies from commit (the raw
+    endpoint: from its publish request) to the last subscriber, the same rate with each event's
+    createSession request included, and the server's memory per idle subscription. With a
+    `writer`, sessions are created there and reach the subscribers' server over the bus.
+
+    Times are wall-clock (time.time), as the service's occurredAt is: it is taken in the
+    transaction just before the commit, so latencies from it are if anything too long."""
     url = server.url
     rss_before = server.rss_mb()
     ws_url = url.replace("http://", "ws://") + ("/ws" if raw else "/graphql")
     received: list[list[float]] = [[] for _ in range(events)]
+    committed: list[float | None] = [None] * events
     sockets = []
     for index in range(subscribers):
         if raw:
@@ -292,19 +303,24 @@ async def _fan_out_once(server: Running, subscribers: int, events: int, raw: boo
             )
         sockets.append(socket)
 
-    async def listen(socket: websockets.ClientConnection) -> None:
+    async def listen(socket: websockets.ClientConnection, timed: bool) -> None:
         for event in range(events):
-            await socket.recv()
-            received[event].append(time.perf_counter())
+            message = await socket.recv()
+            received[event].append(time.time())
+            if timed and committed[event] is None:
+                data = json.loads(message)["payload"]["data"]["sessionEvents"]
+                committed[event] = datetime.fromisoformat(data["occurredAt"]).timestamp()
 
-    listeners = [asyncio.create_task(listen(s)) for s in sockets]
+    timed = [
+        not raw and "occurredAt" in SELECTIONS[i % len(SELECTIONS)] for i in range(len(sockets))
+    ]
+    listeners = [asyncio.create_task(listen(s, t)) for s, t in zip(sockets, timed, strict=True)]
     await asyncio.sleep(1)  # let every subscribe settle (the service has no per-subscription ack)
     idle = (server.rss_mb() - rss_before) * 1024 / subscribers
     sent: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=(writer or server).url, timeout=60) as client:
         for index in range(events):
-            sent.append(time.perf_counter())
+            sent.append(time.time())
             if raw:
                 payload = {"id": "1", "type": "next", "payload": {"data": {"sessionEvents": {
                     "cursor": str(index), "kind": "STARTED", "sessionKey": "x" * 36}}}}  # fmt: skip
@@ -315,12 +331,16 @@ async def _fan_out_once(server: Running, subscribers: int, events: int, raw: boo
             # One event at a time: each is measured until its last delivery.
             while len(received[index]) < subscribers:
                 await asyncio.sleep(0.001)
-        elapsed = time.perf_counter() - started
     await asyncio.gather(*listeners)
     for socket in sockets:
         await socket.close()
-    latencies = [max(times) - sent[i] for i, times in enumerate(received)]
-    return FanOut(subscribers * events / elapsed, latencies, idle)
+    starts = (
+        sent if raw else [c if c is not None else s for c, s in zip(committed, sent, strict=True)]
+    )
+    latencies = [max(times) - start for times, start in zip(received, starts, strict=True)]
+    end_to_end = [max(times) - start for times, start in zip(received, sent, strict=True)]
+    deliveries = subscribers * events
+    return FanOut(deliveries / sum(latencies), deliveries / sum(end_to_end), latencies, idle)
 
 
 def fan_out_scenarios(args: argparse.Namespace, database_url: str) -> list[Result]:
@@ -337,6 +357,9 @@ def fan_out_scenarios(args: argparse.Namespace, database_url: str) -> list[Resul
                      "< 2x raw" if large else "report", higher_is_better=False)  # fmt: skip
         idle = Result(f"R1 memory per idle subscription, {subscribers} subscribers", "KB",
                       "&le; 2x raw" if large else "report", higher_is_better=False)  # fmt: skip
+        end_to_end = Result(f"S1 end to end, {subscribers} subscribers: from the createSession "
+                            "request (raw: publish request) to the last subscriber",
+                            "deliveries/s", "report")  # fmt: skip
         for run in range(args.runs):
             for raw in (False, True):
                 with serve(raw_command() if raw else service_command(), env) as server:
@@ -347,6 +370,7 @@ def fan_out_scenarios(args: argparse.Namespace, database_url: str) -> list[Resul
                     (p50, latencies[len(latencies) // 2] * 1000),
                     (p99, latencies[int(len(latencies) * 0.99) - 1] * 1000),
                     (idle, outcome.idle_kb_per_subscriber),
+                    (end_to_end, outcome.end_to_end_per_second),
                 ):
                     (result.baseline if raw else result.service).append(value)
                 progress(f"S1 {subscribers} [{'raw' if raw else 'service'} {run + 1}]: "
@@ -354,17 +378,20 @@ def fan_out_scenarios(args: argparse.Namespace, database_url: str) -> list[Resul
                          f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms, "
                          f"{outcome.idle_kb_per_subscriber:.1f} KB/subscription")  # fmt: skip
         memory_rates[subscribers] = rate.service
-        results += [rate, p50, p99, idle]
+        results += [rate, p50, p99, idle, end_to_end]
     subscribers = args.subscribers[0]
     for bus, url in (("Redis", args.redis_url), ("PostgreSQL", args.postgres_bus_url)):
-        result = Result(f"S2 fan-out to {subscribers} subscribers on the {bus} bus vs memory://",
-                        "deliveries/s", "&ge; 0.8")  # fmt: skip
+        result = Result(f"S2 fan-out to {subscribers} subscribers, written on another instance, "
+                        f"over the {bus} bus vs memory://", "deliveries/s", "&ge; 0.8")  # fmt: skip
         result.baseline = memory_rates[subscribers]
         bus_env = {**env, "SESSION_SERVICE_BROADCAST_URL": url}
         try:
             for run in range(args.runs):
-                with serve(service_command(), bus_env) as server:
-                    outcome = asyncio.run(_fan_out_once(server, subscribers, 50, False))
+                with (
+                    serve(service_command(), bus_env) as server,
+                    serve(service_command(), bus_env) as writer,
+                ):
+                    outcome = asyncio.run(_fan_out_once(server, subscribers, 50, False, writer))
                 result.service.append(outcome.deliveries_per_second)
                 progress(f"S2 {bus} [{run + 1}]: {outcome.deliveries_per_second:,.0f} deliveries/s")
         except RuntimeError as error:
