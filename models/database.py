@@ -1,6 +1,7 @@
 """The async engine, its read and write transactions, and schema migration."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+logger = logging.getLogger(__name__)
 
 # An arbitrary constant naming the advisory lock that serialises migrations.
 _MIGRATION_LOCK = 7_412_001
@@ -81,8 +84,9 @@ class Database:
 class SharedRead:
     """The reads of one query operation in one transaction, opened at the first read: a
     connection checked out, begun and rolled back once rather than for every batch of reads
-    (on SQLite every one of those is a trip to aiosqlite's thread). Reads take turns on it; a
-    snapshot read still gets a transaction of its own. Writes go to the database as usual."""
+    (on SQLite every one of those is a trip to aiosqlite's thread). Reads take turns on it. A
+    snapshot read, and any read after `close` (a loader the operation left running when it
+    failed), gets a transaction of its own. Writes go to the database as usual."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -90,21 +94,26 @@ class SharedRead:
         self._turn = asyncio.Lock()
         self._open = AsyncExitStack()
         self._session: AsyncSession | None = None
+        self._closed = False
 
     @asynccontextmanager
     async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
-        if snapshot:
-            async with self.database.read(snapshot=True) as session:
-                yield session
-            return
-        async with self._turn:
-            if self._session is None:
-                self._session = await self._open.enter_async_context(self.database.read())
-            try:
-                yield self._session
-            except BaseException:
-                await self.close()  # a failed transaction serves no further read
-                raise
+        if not snapshot:
+            await self._turn.acquire()
+            if not self._closed:
+                try:
+                    if self._session is None:
+                        self._session = await self._open.enter_async_context(self.database.read())
+                    yield self._session
+                except BaseException:
+                    await self._discard()  # a failed transaction serves no further read
+                    raise
+                finally:
+                    self._turn.release()
+                return
+            self._turn.release()
+        async with self.database.read(snapshot=snapshot) as session:
+            yield session
 
     def write(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self.database.write()
@@ -113,8 +122,17 @@ class SharedRead:
         await self.database.ping()
 
     async def close(self) -> None:
-        await self._open.aclose()
+        """End the shared transaction once the read using it, if any, is done."""
+        async with self._turn:
+            self._closed = True
+            await self._discard()
+
+    async def _discard(self) -> None:
         self._session = None
+        try:
+            await self._open.aclose()
+        except Exception as error:  # ending a read-only transaction loses nothing
+            logger.warning("could not end a shared read transaction: %r", error)
 
 
 class _NoLock:

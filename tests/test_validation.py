@@ -312,3 +312,20 @@ def test_sessions_page_size_of_100_is_accepted(client: Client) -> None:
     client.create()
     data = client.data("{ sessions(first: 100) { totalCount edges { cursor } } }")
     assert data["sessions"]["totalCount"] == 1
+
+
+def test_a_field_refused_while_sibling_reads_are_under_way_reports_only_typed_errors(
+    client: Client,
+) -> None:
+    """The operation ends at the refused field while its siblings' batched reads still run;
+    those reads must not fail on the operation's already closed transaction."""
+    for _ in range(3):
+        child = client.create()["key"]
+        client.create(associateSessionKeys=[child])
+    query = """{ currentSessions {
+        key associates { createdAt details { name } } descendants(maxDepth: -2) { viaKey } } }"""
+    for _ in range(5):
+        result = client.execute(query)
+        assert result.get("data") is None
+        codes = {error.get("extensions", {}).get("code") for error in result["errors"]}
+        assert codes == {"VALIDATION"}, result["errors"]
