@@ -33,7 +33,7 @@ SESSIONS_ENDED = Counter(
 )
 OPERATION_SECONDS = Histogram(
     "session_service_graphql_operation_seconds",
-    "Time to execute a GraphQL operation (a subscription: until its stream is set up).",
+    "Time to execute a GraphQL operation (a subscription: its whole life, observed when it ends).",
     ["operation_type"],
 )
 WEBSOCKETS_OPEN = Gauge(
