@@ -20,6 +20,7 @@ from inspect import isawaitable
 from typing import Any, NoReturn
 from weakref import WeakValueDictionary
 
+import orjson
 import strawberry
 from graphql import ExecutionResult, GraphQLError, parse
 from graphql.execution import Executor, execute_subscription_event
@@ -116,7 +117,7 @@ class Audience:
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [error.formatted for error in self.finish(result.errors)]
-        return json.dumps(payload, separators=(",", ":"))
+        return orjson.dumps(payload).decode()
 
 
 class Audiences:

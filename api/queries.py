@@ -8,6 +8,7 @@ from api.errors import top_level
 from api.inputs import SessionFilterInput
 from api.types import DataSource, PageInfo, Session, SessionConnection, SessionEdge, SessionSnapshot
 from models import InvalidInput, SessionFilter, encode_cursor
+from models.queries import encode_page_cursor
 
 ContextInfo = Info[Context, None]
 
@@ -54,13 +55,12 @@ class Query:
         except InvalidInput as error:
             raise top_level(error) from error
         loaders = context.loaders()
-        edges = [
-            SessionEdge(cursor=c, node=Session.from_row(row, loaders)) for c, row in page.edges
-        ]
+        last = page.rows[-1] if page.rows else None
         return SessionConnection(
-            edges=edges,
+            edges=[SessionEdge(node=Session.from_row(row, loaders)) for row in page.rows],
             page_info=PageInfo(
-                has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None
+                has_next_page=page.has_next,
+                end_cursor=encode_page_cursor(last.created_at, last.key) if last else None,
             ),
             where=where,
             loaders=loaders,

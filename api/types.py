@@ -17,6 +17,7 @@ from models import (
     TreeNode,
     encode_cursor,
 )
+from models.queries import encode_page_cursor
 
 # The domain's enums, registered as they are (strawberry.enum returns the class it is given).
 strawberry.enum(
@@ -163,8 +164,12 @@ class PageInfo:
 
 @strawberry.type
 class SessionEdge:
-    cursor: str
     node: Session
+
+    @strawberry.field
+    def cursor(self) -> str:
+        """Made only when asked for: most pages are read without their edges' cursors."""
+        return encode_page_cursor(self.node.created_at, self.node.key)
 
 
 @strawberry.type

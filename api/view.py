@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -50,6 +51,10 @@ class GraphQLView(GraphQL[Context, None]):
             return refusal(401, "UNAUTHENTICATED", message, **{"www-authenticate": "Bearer"})
         request.state.principal = principal
         return None
+
+    def encode_json(self, data: object) -> str:
+        # Text, not bytes: Strawberry sends bytes over a WebSocket as binary frames.
+        return orjson.dumps(data).decode()
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL on the assets we serve; Strawberry's CDN page only when they are absent."""

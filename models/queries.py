@@ -64,12 +64,13 @@ class SessionFilter:
 
 @dataclass(frozen=True)
 class Page:
-    edges: list[tuple[str, SessionRow]]
+    rows: list[SessionRow]
     has_next: bool
 
 
-def encode_page_cursor(row: SessionRow) -> str:
-    raw = json.dumps([row.created_at.isoformat(), row.key])
+def encode_page_cursor(created_at: datetime, key: str) -> str:
+    """The cursor after the session created at `created_at` with `key`, newest first."""
+    raw = json.dumps([created_at.isoformat(), key])
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 

@@ -31,7 +31,7 @@ from models.inputs import (
     check_time,
     unique,
 )
-from models.queries import Page, SessionFilter, decode_page_cursor, encode_page_cursor
+from models.queries import Page, SessionFilter, decode_page_cursor
 from models.tables import (
     AssociationRow,
     DetailRow,
@@ -459,10 +459,7 @@ class SessionRepository:
         query = query.order_by(col(SessionRow.created_at).desc(), col(SessionRow.key).desc())
         async with self.database.read() as session:
             rows = list(await session.exec(query.limit(first + 1)))
-        return Page(
-            [(encode_page_cursor(row), row) for row in rows[:first]],
-            has_next=len(rows) > first,
-        )
+        return Page(rows[:first], has_next=len(rows) > first)
 
     async def count(self, where: SessionFilter) -> int:
         where.validate(self.limits)
