@@ -132,9 +132,6 @@ class Audiences:
             audience = self._open[key] = create()
         return audience
 
-    def __len__(self) -> int:
-        return len(self._open)
-
 
 class Delivery:
     """The source stream graphql-core sees for a subscription over graphql-transport-ws. Its

@@ -3,7 +3,7 @@
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +86,10 @@ class SharedRead:
     connection checked out, begun and rolled back once rather than for every batch of reads
     (on SQLite every one of those is a trip to aiosqlite's thread). Reads take turns on it. A
     snapshot read, and any read after `close` (a loader the operation left running when it
-    failed), gets a transaction of its own. Writes go to the database as usual."""
+    failed), gets a transaction of its own."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self.is_sqlite = database.is_sqlite
         self._turn = asyncio.Lock()
         self._open = AsyncExitStack()
         self._session: AsyncSession | None = None
@@ -114,12 +113,6 @@ class SharedRead:
             self._turn.release()
         async with self.database.read(snapshot=snapshot) as session:
             yield session
-
-    def write(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return self.database.write()
-
-    async def ping(self) -> None:
-        await self.database.ping()
 
     async def close(self) -> None:
         """End the shared transaction once the read using it, if any, is done."""

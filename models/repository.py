@@ -103,7 +103,9 @@ class SessionRepository:
         announce: Announce | None = None,
         scope: frozenset[str] | None = None,
     ):
-        self.database: Database | SharedRead = database
+        self.database = database
+        # Where reads go: the database, or one query operation's shared transaction.
+        self.reads: Database | SharedRead = database
         self.limits = limits
         self._announce = announce
         self.scope = scope
@@ -111,7 +113,7 @@ class SessionRepository:
     def sharing(self, read: SharedRead) -> "SessionRepository":
         """This repository with every read in one shared transaction (see SharedRead)."""
         shared = copy.copy(self)
-        shared.database = read
+        shared.reads = read
         return shared
 
     def within(self, scope: frozenset[str] | None) -> "SessionRepository":
@@ -355,7 +357,7 @@ class SessionRepository:
     # -- reads -------------------------------------------------------------------------------
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, SessionRow]:
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             rows: dict[str, SessionRow] = {}
             for chunk in _chunks(keys):
                 result = await session.exec(
@@ -366,7 +368,7 @@ class SessionRepository:
 
     async def details(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         """Each session's (name, value) details, by name."""
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             return await _grouped(
                 session,
                 keys,
@@ -378,16 +380,16 @@ class SessionRepository:
             )
 
     async def streams(self, keys: Sequence[str]) -> dict[str, list[str]]:
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             return await self._streams(session, keys)
 
     async def children(self, keys: Sequence[str]) -> dict[str, list[str]]:
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             return await self._children(session, keys)
 
     async def parents(self, keys: Sequence[str]) -> dict[str, list[str]]:
         """Each session's parents, oldest first."""
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             return await _grouped(
                 session,
                 keys,
@@ -437,12 +439,12 @@ class SessionRepository:
         return query.order_by(col(SessionRow.created_at), col(SessionRow.key))
 
     async def current(self, data_source: str | None = None) -> list[SessionRow]:
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             return list(await session.exec(self._live(data_source)))
 
     async def snapshot(self, data_source: str | None = None) -> tuple[int, list[SessionRow]]:
         """The newest cursor and the live sessions, read from one database snapshot."""
-        async with self.database.read(snapshot=True) as session:
+        async with self.reads.read(snapshot=True) as session:
             cursor = (await session.exec(select(EventLogState.last_cursor))).one()
             return cursor, list(await session.exec(self._live(data_source)))
 
@@ -457,7 +459,7 @@ class SessionRepository:
                 sa.tuple_(col(SessionRow.created_at), col(SessionRow.key)) < (created_at, key)
             )
         query = query.order_by(col(SessionRow.created_at).desc(), col(SessionRow.key).desc())
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             rows = list(await session.exec(query.limit(first + 1)))
         return Page(rows[:first], has_next=len(rows) > first)
 
@@ -468,7 +470,7 @@ class SessionRepository:
             .select_from(SessionRow)
             .where(*where.conditions(), *self._visible())
         )
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             return (await session.exec(query)).one()
 
     async def data_sources(self) -> list[tuple[str, int, int]]:
@@ -480,7 +482,7 @@ class SessionRepository:
             .group_by(col(SessionRow.data_source))
             .order_by(col(SessionRow.data_source))
         )
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             return [
                 (name, int(live or 0), total) for name, live, total in await session.exec(query)
             ]
@@ -488,7 +490,7 @@ class SessionRepository:
     async def walk(
         self, keys: Sequence[str], direction: Direction, max_depth: int
     ) -> dict[str, list[TreeNode]]:
-        async with self.database.read() as session:
+        async with self.reads.read() as session:
             return await walk(session, keys, direction, max_depth)
 
     # -- cleanup -----------------------------------------------------------------------------
