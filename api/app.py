@@ -21,7 +21,7 @@ from api.limits import BodyLimit, RateLimiter
 from api.metrics import BUS_RECONNECTS, StoredSessions, metrics_endpoint
 from api.schema import build_schema
 from api.view import GraphQLView
-from models import Database, EventHub, EventLog, SessionRepository
+from models import Database, EventHub, EventLog
 from models.janitor import Janitor
 
 # CPython collects its youngest generation every 700 allocations by default, and each time the
@@ -52,15 +52,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             queue_size=settings.subscriber_queue_size,
             on_bus_lost=BUS_RECONNECTS.inc,
         )
-        repository = SessionRepository(database, settings.limits, announce=hub.announce)
         janitor = Janitor(
-            repository, settings.retention, interval=settings.cleanup_interval_seconds
+            database,
+            settings.retention,
+            interval=settings.cleanup_interval_seconds,
+            announce=hub.announce,
         )
         await hub.start()
         janitor.start()
         app.state.services = Services(
             settings=settings,
-            repository=repository,
+            database=database,
             hub=hub,
             authenticator=Authenticator(settings.tokens),
             mutation_limiter=RateLimiter(
@@ -70,7 +72,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 settings.subscribe_rate_per_second, settings.subscribe_burst
             ),
         )
-        app.state.stored_sessions = StoredSessions(repository, settings.metrics_cache_seconds)
+        app.state.stored_sessions = StoredSessions(
+            app.state.services.reader(None), settings.metrics_cache_seconds
+        )
         try:
             yield
         finally:

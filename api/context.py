@@ -2,7 +2,8 @@
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -13,7 +14,7 @@ from api.errors import disabled, top_level
 from api.fanout import Audiences
 from api.limits import RateLimiter
 from api.loaders import EventLoaders, Loaders
-from models import EventHub, InvalidInput, SessionRepository, SharedRead
+from models import Database, EventHub, InvalidInput, SessionReader, SessionWriter
 from models.inputs import check_lookup
 
 
@@ -22,7 +23,7 @@ class Services:
     """Built once by the app's lifespan and shared by every request."""
 
     settings: Settings
-    repository: SessionRepository
+    database: Database
     hub: EventHub
     authenticator: Authenticator
     mutation_limiter: RateLimiter
@@ -31,11 +32,21 @@ class Services:
     audiences: Audiences = field(default_factory=Audiences)
 
     def __post_init__(self) -> None:
-        self.event_loaders = EventLoaders(self.repository)
+        self.event_loaders = EventLoaders(self.reader)
+
+    def reader(self, scope: frozenset[str] | None) -> SessionReader:
+        return SessionReader(self.database, self.settings.limits, scope)
+
+    def writer(self, scope: frozenset[str] | None) -> SessionWriter:
+        return SessionWriter(self.database, self.settings.limits, self.hub.announce, scope)
 
 
 @dataclass
 class Context:
+    """One operation's context. Over HTTP a request is one operation; a WebSocket's context is
+    copied for each query or mutation it carries (`for_operation`), so that none shares another's
+    loaders."""
+
     services: Services
     principal: Principal = OPEN
     websocket: WebSocket | None = None
@@ -43,8 +54,6 @@ class Context:
     connection_params: dict[str, Any] = field(default_factory=dict)
     client_address: str = "unknown"
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # Set while a query operation runs: its reads share one transaction.
-    shared_read: SharedRead | None = None
 
     @property
     def caller(self) -> str:
@@ -53,11 +62,19 @@ class Context:
             return f"address:{self.client_address}"
         return self.principal.name
 
-    @property
-    def repository(self) -> SessionRepository:
-        """The repository limited to the data sources this caller may touch."""
-        repository = self.services.repository.within(self.principal.data_sources)
-        return repository if self.shared_read is None else repository.sharing(self.shared_read)
+    def for_operation(self) -> "Context":
+        """This context for one more operation on the same connection."""
+        return replace(self) if self.websocket is not None else self
+
+    @cached_property
+    def loaders(self) -> Loaders:
+        """The operation's loaders over its reader, as this caller may read: built once."""
+        return Loaders(self.services.reader(self.principal.data_sources))
+
+    @cached_property
+    def writer(self) -> SessionWriter:
+        """The write use cases, as this caller may make them."""
+        return self.services.writer(self.principal.data_sources)
 
     @property
     def hub(self) -> EventHub:
@@ -89,6 +106,3 @@ class Context:
             check(*args)
         except InvalidInput as error:
             raise top_level(error) from error
-
-    def loaders(self) -> Loaders:
-        return Loaders(self.repository)

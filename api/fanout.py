@@ -26,7 +26,7 @@ from graphql import ExecutionResult, GraphQLError, parse
 from graphql.execution import Executor, execute_subscription_event
 
 from api.metrics import EVENTS_DELIVERED, EVENTS_RENDERED, SUBSCRIBERS_DROPPED, SUBSCRIPTIONS_OPEN
-from models import EventRow, HubClosed, SubscriberLagging
+from models import EventRecord, HubClosed, SubscriberLagging
 
 TRY_AGAIN_LATER = 1013
 SERVICE_RESTART = 1012
@@ -76,7 +76,7 @@ class Audience:
     def __init__(
         self,
         executor: Executor,
-        root: Callable[[EventRow], object],
+        root: Callable[[EventRecord], object],
         finish: Callable[[list[GraphQLError]], list[GraphQLError]],
         size: int = 64,
     ) -> None:
@@ -88,7 +88,7 @@ class Audience:
         self.size = size
         self._rendered: OrderedDict[int, str | asyncio.Future[str]] = OrderedDict()
 
-    def render(self, event: EventRow) -> str | Awaitable[str]:
+    def render(self, event: EventRecord) -> str | Awaitable[str]:
         """The event's `next` payload as JSON text: made now, shared, or still being made."""
         rendered = self._rendered.get(event.cursor)
         if rendered is None:
@@ -140,7 +140,7 @@ class Delivery:
 
     def __init__(
         self,
-        events: AsyncGenerator[EventRow, None],
+        events: AsyncGenerator[EventRecord, None],
         message: SubscribeRequest,
         audience: Audience,
         close: Callable[[int, str], Awaitable[None]],

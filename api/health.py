@@ -21,7 +21,7 @@ async def readyz(request: Request) -> Response:
     bus = services.hub.bus
     report = {"bus": "connected" if bus.connected else "reconnecting"}
     try:
-        await asyncio.wait_for(services.repository.database.ping(), READY_TIMEOUT)
+        await asyncio.wait_for(services.database.ping(), READY_TIMEOUT)
     except Exception as error:
         report |= {"status": "unavailable", "database": type(error).__name__}
         return JSONResponse(report, status_code=503)

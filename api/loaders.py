@@ -1,39 +1,45 @@
 """Per-operation DataLoaders: every nested field of a kind resolves in one batched read."""
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from models import Direction, SessionRepository, SessionRow, TreeNode
+from models import Direction, SessionReader, SessionRecord, TreeNode, Written
 
 WalkKey = tuple[str, Direction, int]
 
 
 class Loaders:
-    """Fresh for each query and for each delivered event, so nothing is served stale."""
+    """The loaders of one operation (or one delivered event) over its reader, so nothing is
+    served stale."""
 
-    def __init__(self, repository: SessionRepository) -> None:
-        self.repository = repository
-        self.session = DataLoader[str, SessionRow | None](self._sessions)
-        self.details = DataLoader[str, list[tuple[str, str]]](self._by_key(repository.details))
-        self.streams = DataLoader[str, list[str]](self._by_key(repository.streams))
-        self.children = DataLoader[str, list[str]](self._by_key(repository.children))
-        self.parents = DataLoader[str, list[str]](self._by_key(repository.parents))
+    def __init__(self, reader: SessionReader) -> None:
+        self.reader = reader
+        self.session = DataLoader[str, SessionRecord | None](self._sessions)
+        self.details = DataLoader[str, list[tuple[str, str]]](_by_key(reader.details))
+        self.streams = DataLoader[str, list[str]](_by_key(reader.streams))
+        self.children = DataLoader[str, list[str]](_by_key(reader.children))
+        self.parents = DataLoader[str, list[str]](_by_key(reader.parents))
         self.walk = DataLoader[WalkKey, list[TreeNode]](self._walks)
 
-    async def _sessions(self, keys: Sequence[str]) -> list[SessionRow | None]:
-        rows = await self.repository.get_many(keys)
-        return [rows.get(key) for key in keys]
+    def prime(self, written: Written) -> None:
+        """What a mutation's transaction read or wrote, so that its answer needs no read."""
+        key = written.session.key
+        for session in (written.session, *written.others):
+            self.session.prime(session.key, session, force=True)
+        for loader, part in (
+            (self.details, written.details),
+            (self.streams, written.streams),
+            (self.children, written.children),
+        ):
+            if part is not None:
+                loader.prime(key, part, force=True)
 
-    @staticmethod
-    def _by_key(read: Any) -> Any:
-        async def load(keys: Sequence[str]) -> list[Any]:
-            found = await read(keys)
-            return [found.get(key, []) for key in keys]
-
-        return load
+    async def _sessions(self, keys: Sequence[str]) -> list[SessionRecord | None]:
+        found = await self.reader.sessions(keys)
+        return [found.get(key) for key in keys]
 
     async def _walks(self, keys: Sequence[WalkKey]) -> list[list[TreeNode]]:
         groups: dict[tuple[Direction, int], list[str]] = defaultdict(list)
@@ -41,9 +47,19 @@ class Loaders:
             groups[direction, depth].append(start)
         found: dict[WalkKey, list[TreeNode]] = {}
         for (direction, depth), starts in groups.items():
-            trees = await self.repository.walk(starts, direction, depth)
+            trees = await self.reader.walk(starts, direction, depth)
             found.update(((start, direction, depth), trees[start]) for start in starts)
         return [found[key] for key in keys]
+
+
+def _by_key(
+    read: Callable[[Sequence[str]], Awaitable[dict[str, list[Any]]]],
+) -> Callable[[Sequence[str]], Awaitable[list[list[Any]]]]:
+    async def load(keys: Sequence[str]) -> list[list[Any]]:
+        found = await read(keys)
+        return [found.get(key, []) for key in keys]
+
+    return load
 
 
 class EventLoaders:
@@ -51,15 +67,15 @@ class EventLoaders:
     receives it: a session an event names is read once, not once per subscriber. Keeps the
     newest `size` sets."""
 
-    def __init__(self, repository: SessionRepository, size: int = 64) -> None:
-        self.repository = repository
+    def __init__(self, reader: Callable[[frozenset[str] | None], SessionReader], size: int = 64):
+        self.reader = reader
         self.size = size
         self._sets: OrderedDict[tuple[int, frozenset[str] | None], Loaders] = OrderedDict()
 
     def get(self, cursor: int, scope: frozenset[str] | None) -> Loaders:
         key = (cursor, scope)
         if (loaders := self._sets.get(key)) is None:
-            loaders = self._sets[key] = Loaders(self.repository.within(scope))
+            loaders = self._sets[key] = Loaders(self.reader(scope))
             if len(self._sets) > self.size:
                 self._sets.popitem(last=False)
         return loaders

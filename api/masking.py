@@ -3,11 +3,10 @@ masked, and only unexpected ones are logged."""
 
 import logging
 import re
+import sqlite3
 
-from asyncpg.exceptions import PostgresConnectionError
+import asyncpg
 from graphql import GraphQLError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from api.errors import ApiError
 from api.metrics import DATABASE_ERRORS
@@ -28,17 +27,22 @@ def _document(error: GraphQLError) -> bool:
     return error.original_error is None or isinstance(error.original_error, GraphQLError)
 
 
+# Errors the drivers raise: a database error of any kind is counted.
+DATABASE_ERRORS_RAISED = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError)
+# SQLSTATE classes of a database that cannot serve: connection exception, insufficient
+# resources, operator intervention (shutdown), and a database that does not exist (3D000).
+UNAVAILABLE_STATES = ("08", "53", "57", "3D")
+
+
 def _unavailable(error: BaseException | None) -> bool:
     """A failure to reach the database, as opposed to a bug: the client may retry."""
-    if isinstance(error, DBAPIError):
-        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-        return (
-            error.connection_invalidated
-            or error.statement is None  # failed while connecting, before any statement
-            or isinstance(error, OperationalError | InterfaceError)
-            or sqlstate.startswith(("08", "57P"))  # connection exception, admin shutdown
-        )
-    return isinstance(error, OSError | TimeoutError | SATimeoutError | PostgresConnectionError)
+    if isinstance(error, asyncpg.PostgresError):
+        return str(error.sqlstate or "").startswith(UNAVAILABLE_STATES)
+    # asyncpg's InterfaceError: the connection was lost or closed under the statement; SQLite's
+    # OperationalError: the file is locked or cannot be opened.
+    return isinstance(
+        error, OSError | TimeoutError | asyncpg.InterfaceError | sqlite3.OperationalError
+    )
 
 
 def document_error(error: GraphQLError, hide_suggestions: bool) -> GraphQLError:
@@ -78,7 +82,7 @@ def report(errors: list[GraphQLError], operation_name: str | None, hide_suggesti
         if _document(error) and not (error.extensions or {}).get("code"):
             # A parse error raised inside ParserCache's hook bypasses the extensions.
             document_error(error, hide_suggestions)
-        if isinstance(error.original_error, DBAPIError):
+        if isinstance(error.original_error, DATABASE_ERRORS_RAISED):
             DATABASE_ERRORS.inc()
         if not _document(error):
             log.error(

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import Role
-from models import SessionRepository
+from models import SessionReader
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -69,15 +69,15 @@ class StoredSessions(Collector):
     """`stream_api_sessions_total` and live sessions per data source, read from the database at
     scrape time (so they are right whichever instance wrote), cached for `ttl` seconds."""
 
-    def __init__(self, repository: SessionRepository, ttl: float) -> None:
-        self.repository = repository
+    def __init__(self, reader: SessionReader, ttl: float) -> None:
+        self.reader = reader
         self.ttl = ttl
         self._read_at = -float("inf")
         self._rows: list[tuple[str, int, int]] = []
 
     async def refresh(self) -> None:
         if time.monotonic() - self._read_at >= self.ttl:
-            self._rows = await self.repository.data_sources()
+            self._rows = await self.reader.data_sources()
             self._read_at = time.monotonic()
 
     def collect(self) -> Iterator[Any]:

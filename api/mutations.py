@@ -29,7 +29,7 @@ from api.inputs import (
 )
 from api.metrics import SESSIONS_CREATED, SESSIONS_ENDED
 from api.types import Session
-from models import DomainError, SessionRepository, SessionRow
+from models import DomainError, SessionWriter, Written
 
 ContextInfo = Info[Context, None]
 
@@ -91,14 +91,18 @@ async def _run(info: ContextInfo, change: Callable[[], Awaitable[Any]]) -> Any:
         return error_member(error)
 
 
-async def _update(
-    info: ContextInfo, change: Callable[[SessionRepository], Awaitable[SessionRow]]
-) -> Any:
-    """Run an update use case on the caller's repository; SessionUpdated or an error member."""
+def _answer(info: ContextInfo, written: Written) -> Session:
+    """The session as the use case left it, answered from what its transaction read or wrote."""
+    loaders = info.context.loaders
+    loaders.prime(written)
+    return Session.from_row(written.session, loaders)
+
+
+async def _update(info: ContextInfo, change: Callable[[SessionWriter], Awaitable[Written]]) -> Any:
+    """Run an update use case as the caller; SessionUpdated or an error member."""
 
     async def updated() -> SessionUpdated:
-        row = await change(info.context.repository)
-        return SessionUpdated(session=Session.from_row(row, info.context.loaders()))
+        return SessionUpdated(session=_answer(info, await change(info.context.writer)))
 
     return await _run(info, updated)
 
@@ -111,12 +115,12 @@ class Mutation:
     ) -> CreateSessionResult:
         async def create() -> SessionCreated:
             info.context.principal.require_data_source(input.data_source)
-            row, created = await info.context.repository.create(
+            written, created = await info.context.writer.create(
                 input.to_domain(), input.idempotency_key
             )
             if created:
-                SESSIONS_CREATED.labels(row.data_source).inc()
-            return SessionCreated(session=Session.from_row(row, info.context.loaders()))
+                SESSIONS_CREATED.labels(written.session.data_source).inc()
+            return SessionCreated(session=_answer(info, written))
 
         return await _run(info, create)
 
@@ -170,12 +174,11 @@ class Mutation:
     @strawberry.mutation
     async def end_session(self, info: ContextInfo, input: EndSessionInput) -> EndSessionResult:
         async def change() -> SessionEnded:
-            row, already = await info.context.repository.end(
+            written, already = await info.context.writer.end(
                 input.session_key, input.data_source, input.ended_at
             )
             if not already:
-                SESSIONS_ENDED.labels(row.data_source).inc()
-            session = Session.from_row(row, info.context.loaders())
-            return SessionEnded(session=session, already_ended=already)
+                SESSIONS_ENDED.labels(written.session.data_source).inc()
+            return SessionEnded(session=_answer(info, written), already_ended=already)
 
         return await _run(info, change)

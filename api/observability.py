@@ -1,53 +1,10 @@
-"""Per-operation observation: latency metrics and one structured log line per operation."""
+"""Log formats: one JSON object or one plain line per record, with its `extra` fields."""
 
 import json
 import logging
-import time
-from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
-
-from api.metrics import OPERATION_SECONDS
-
 log = logging.getLogger("session_service.operations")
-
-
-def _outcome(errors: list[GraphQLError] | None) -> str:
-    if not errors:
-        return "ok"
-    codes = {(error.extensions or {}).get("code", "ERROR") for error in errors}
-    return ",".join(sorted(codes))
-
-
-class ObserveOperations(SchemaExtension):
-    """Times every operation and logs its type, name, duration, outcome and request id.
-    Variables are never logged: they may hold detail values."""
-
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        elapsed = time.perf_counter() - started
-        context = self.execution_context
-        try:
-            operation_type = context.operation_type.value
-        except Exception:  # the document did not parse: there is no operation
-            operation_type = "invalid"
-        OPERATION_SECONDS.labels(operation_type).observe(elapsed)
-        errors = getattr(context.result, "errors", None) or context.pre_execution_errors
-        log.info(
-            "graphql %s %s",
-            operation_type,
-            context.operation_name or "-",
-            extra={
-                "operation_type": operation_type,
-                "operation_name": context.operation_name,
-                "duration_ms": round(elapsed * 1000, 3),
-                "outcome": _outcome(errors),
-                "request_id": getattr(context.context, "request_id", None),
-            },
-        )
 
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}

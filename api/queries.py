@@ -20,7 +20,7 @@ class Query:
         context = info.context
         context.require_enabled()
         context.require_key(key, "key")
-        loaders = context.loaders()
+        loaders = context.loaders
         row = await loaders.session.load(key)
         return None if row is None else Session.from_row(row, loaders)
 
@@ -31,8 +31,8 @@ class Query:
         context = info.context
         context.require_enabled()
         context.require_data_source(data_source)
-        loaders = context.loaders()
-        rows = await context.repository.current(data_source)
+        loaders = context.loaders
+        rows = await loaders.reader.current(data_source)
         return [Session.from_row(row, loaders) for row in rows]
 
     @strawberry.field(
@@ -50,11 +50,11 @@ class Query:
         context.require_enabled()
         where = filter.to_domain() if filter else SessionFilter()
         context.require_data_source(where.data_source, "filter.dataSource")
+        loaders = context.loaders
         try:
-            page = await context.repository.page(where, first, after)
+            page = await loaders.reader.page(where, first, after)
         except InvalidInput as error:
             raise top_level(error) from error
-        loaders = context.loaders()
         last = page.rows[-1] if page.rows else None
         return SessionConnection(
             edges=[SessionEdge(node=Session.from_row(row, loaders)) for row in page.rows],
@@ -72,7 +72,7 @@ class Query:
         context.require_enabled()
         return [
             DataSource(name=name, live_sessions=live, total_sessions=total)
-            for name, live, total in await context.repository.data_sources()
+            for name, live, total in await context.loaders.reader.data_sources()
         ]
 
     @strawberry.field(
@@ -85,8 +85,8 @@ class Query:
         context = info.context
         context.require_enabled()
         context.require_data_source(data_source)
-        cursor, rows = await context.repository.snapshot(data_source)
-        loaders = context.loaders()
+        loaders = context.loaders
+        cursor, rows = await loaders.reader.snapshot(data_source)
         return SessionSnapshot(
             cursor=encode_cursor(cursor), sessions=[Session.from_row(r, loaders) for r in rows]
         )

@@ -11,7 +11,7 @@ from api.errors import ApiError, top_level
 from api.fanout import SUBSCRIBING, Audience, Delivery
 from api.masking import coded, report
 from api.types import SessionEvent
-from models import DomainError, EventFilter, EventKind, EventRow, decode_cursor
+from models import DomainError, EventFilter, EventKind, EventRecord, decode_cursor
 
 ContextInfo = Info[Context, None]
 
@@ -36,7 +36,7 @@ async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Del
     scope = context.principal.data_sources
     hide_suggestions = not services.settings.development
 
-    def root(event: EventRow) -> SessionEvent:
+    def root(event: EventRecord) -> SessionEvent:
         return SessionEvent.from_row(event, services.event_loaders.get(event.cursor, scope))
 
     def finish(errors: list[GraphQLError]) -> list[GraphQLError]:

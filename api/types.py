@@ -10,9 +10,9 @@ from api.loaders import Loaders
 from models import (
     Direction,
     EventKind,
-    EventRow,
+    EventRecord,
     SessionFilter,
-    SessionRow,
+    SessionRecord,
     SessionStatus,
     TreeNode,
     encode_cursor,
@@ -60,7 +60,7 @@ class Session:
     loaders: strawberry.Private[Loaders]
 
     @classmethod
-    def from_row(cls, row: SessionRow, loaders: Loaders) -> Self:
+    def from_row(cls, row: SessionRecord, loaders: Loaders) -> Self:
         return cls(
             key=strawberry.ID(row.key),
             data_source=row.data_source,
@@ -181,7 +181,7 @@ class SessionConnection:
 
     @strawberry.field
     async def total_count(self) -> int:
-        return await self.loaders.repository.count(self.where)
+        return await self.loaders.reader.count(self.where)
 
 
 @strawberry.type
@@ -213,7 +213,7 @@ class SessionEvent:
     loaders: strawberry.Private[Loaders]
 
     @classmethod
-    def from_row(cls, row: EventRow, loaders: Loaders) -> Self:
+    def from_row(cls, row: EventRecord, loaders: Loaders) -> Self:
         return cls(
             cursor=encode_cursor(row.cursor),
             kind=row.kind,

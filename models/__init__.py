@@ -1,6 +1,6 @@
-"""The domain: tables, the repository, the event log and hub, and domain errors."""
+"""The domain: tables and records, the reader and writer, the event log and hub, domain errors."""
 
-from models.database import Database, SharedRead
+from models.database import Database
 from models.errors import (
     AssociationCycle,
     CursorExpired,
@@ -16,8 +16,10 @@ from models.hub import EventHub, HubClosed, SubscriberLagging
 from models.inputs import DetailsChange, Limits, NewSession
 from models.log import EventLog
 from models.queries import Page, SessionFilter
-from models.repository import SessionRepository
-from models.tables import EventKind, EventRow, SessionRow, SessionStatus
+from models.reader import SessionReader
+from models.records import EventRecord, SessionRecord
+from models.tables import EventKind, SessionStatus
+from models.writer import SessionWriter, Written
 
 __all__ = [
     "AssociationCycle",
@@ -30,7 +32,7 @@ __all__ = [
     "EventHub",
     "EventKind",
     "EventLog",
-    "EventRow",
+    "EventRecord",
     "HubClosed",
     "IdempotencyMismatch",
     "InvalidInput",
@@ -40,12 +42,13 @@ __all__ = [
     "RevisionConflict",
     "SessionFilter",
     "SessionNotFound",
-    "SessionRepository",
-    "SessionRow",
+    "SessionReader",
+    "SessionRecord",
     "SessionStatus",
-    "SharedRead",
+    "SessionWriter",
     "SubscriberLagging",
     "TreeNode",
+    "Written",
     "decode_cursor",
     "encode_cursor",
 ]

@@ -1,12 +1,11 @@
 """Event filters and cursors: which committed changes a subscriber wants, and where it is."""
 
 from dataclasses import dataclass
-from typing import Any
 
-from sqlmodel import col
-
+from models.database import Conditions
 from models.errors import InvalidInput
-from models.tables import EventKind, EventRow
+from models.records import EventRecord
+from models.tables import EventKind
 
 
 @dataclass(frozen=True)
@@ -17,22 +16,22 @@ class EventFilter:
     session_key: str | None = None
     kinds: frozenset[EventKind] | None = None
 
-    def matches(self, event: EventRow) -> bool:
+    def matches(self, event: EventRecord) -> bool:
         return (
             (self.data_sources is None or event.data_source in self.data_sources)
             and (self.session_key is None or event.session_key == self.session_key)
             and (self.kinds is None or event.kind in self.kinds)
         )
 
-    def conditions(self) -> list[Any]:
-        found: list[Any] = []
+    def narrow(self, where: Conditions) -> Conditions:
+        """Add this filter's conditions on the `session_events` table to `where`."""
         if self.data_sources is not None:
-            found.append(col(EventRow.data_source).in_(sorted(self.data_sources)))
+            where.among("data_source", sorted(self.data_sources))
         if self.session_key is not None:
-            found.append(col(EventRow.session_key) == self.session_key)
+            where.add("session_key = ?", self.session_key)
         if self.kinds is not None:
-            found.append(col(EventRow.kind).in_(sorted(self.kinds)))
-        return found
+            where.among("kind", sorted(self.kinds))
+        return where
 
 
 def encode_cursor(cursor: int) -> str:

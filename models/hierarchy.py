@@ -3,13 +3,8 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from models.tables import AssociationRow, SessionRow
+from models.database import Connection
 
 
 class Direction(Enum):
@@ -25,7 +20,7 @@ class TreeNode:
 
 
 async def walk(
-    session: AsyncSession, starts: Sequence[str], direction: Direction, max_depth: int | None
+    connection: Connection, starts: Sequence[str], direction: Direction, max_depth: int | None
 ) -> dict[str, list[TreeNode]]:
     """For each start, every session reachable from it, each once, breadth first.
 
@@ -33,34 +28,33 @@ async def walk(
     (start, key, depth) triples, so a diamond-rich DAG costs at most sessions times depth rows
     rather than one row per path, and the links among the reached sessions come back with it.
     """
-    links = sa.inspect(AssociationRow).local_table.alias("links")
-    source, target = links.c.parent_key, links.c.child_key
+    source, target = "parent_key", "child_key"
     if direction is Direction.UP:
         source, target = target, source
-    seed: Any = sa.select(
-        col(SessionRow.key).label("root"),
-        col(SessionRow.key).label("key"),
-        sa.literal(0, sa.Integer).label("depth"),
-    ).where(col(SessionRow.key).in_(starts))
-    reached = seed.cte("reached", recursive=True)
-    step = sa.select(reached.c.root, target, reached.c.depth + 1).join(
-        reached, source == reached.c.key
+    database = connection.database
+    params: list[object] = [database.keys(starts)]
+    bounded = ""
+    if max_depth is not None:
+        bounded = " WHERE reached.depth < ?"
+        params.append(max_depth)
+    if direction is Direction.DOWN:
+        order = "ORDER BY l.parent_key, l.position"
+        join = ""
+    else:  # parents oldest first, as Session.parents lists them
+        order = "ORDER BY l.child_key, s.created_at, s.key"
+        join = " JOIN sessions s ON s.key = l.parent_key"
+    sql = (
+        "WITH RECURSIVE reached(root, key, depth) AS ("
+        f"SELECT key, key, 0 FROM sessions WHERE {database.in_keys('key')} "
+        f"UNION SELECT reached.root, a.{target}, reached.depth + 1 FROM session_associations a "
+        f"JOIN reached ON a.{source} = reached.key{bounded}) "
+        f"SELECT l.{source}, l.{target} FROM session_associations l{join} "
+        f"WHERE l.{source} IN (SELECT key FROM reached{bounded}) {order}"
     )
     if max_depth is not None:
-        step = step.where(reached.c.depth < max_depth)
-    reached = reached.union(step)
-    frontier = sa.select(reached.c.key)
-    if max_depth is not None:
-        frontier = frontier.where(reached.c.depth < max_depth)
-    edges: Any = select(source, target).where(source.in_(frontier))
-    if direction is Direction.DOWN:
-        edges = edges.order_by(source, links.c.position)
-    else:  # parents oldest first, as Session.parents lists them
-        edges = edges.join(SessionRow, col(SessionRow.key) == target).order_by(
-            source, col(SessionRow.created_at), col(SessionRow.key)
-        )
+        params.append(max_depth)
     following: dict[str, list[str]] = {}
-    for origin, neighbour in await session.exec(edges):
+    for origin, neighbour in await connection.fetch(sql, *params):
         following.setdefault(origin, []).append(neighbour)
     return {start: _breadth_first(start, following, max_depth) for start in starts}
 

@@ -10,7 +10,7 @@ from models.bus import Bus, cancel
 from models.errors import CursorExpired
 from models.events import EventFilter
 from models.log import EventLog
-from models.tables import EventRow
+from models.records import EventRecord
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +34,11 @@ class Subscriber:
         self.where = where
         self.start = start
         self.capacity = capacity
-        self._backlog: deque[EventRow] = deque()
+        self._backlog: deque[EventRecord] = deque()
         self._failure: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
 
-    def offer(self, event: EventRow) -> None:
+    def offer(self, event: EventRecord) -> None:
         if self._failure is not None or not self.where.matches(event):
             return
         if len(self._backlog) >= self.capacity:
@@ -54,7 +54,7 @@ class Subscriber:
         self._backlog.clear()
         self._wake()
 
-    async def next(self) -> EventRow:
+    async def next(self) -> EventRecord:
         while not self._backlog:
             if self._failure is not None:
                 raise self._failure
@@ -109,7 +109,7 @@ class EventHub:
             subscriber.fail(HubClosed("the server is shutting down"))
         await self.bus.stop()
 
-    def announce(self, events: list[EventRow]) -> None:
+    def announce(self, events: list[EventRecord]) -> None:
         """Called after a commit with the events it appended: tell every other process via the
         bus, and fan them out here at once when they follow what the hub has fanned out (else
         the log read fills the gap first)."""
@@ -135,7 +135,7 @@ class EventHub:
 
     async def open_stream(
         self, where: EventFilter, after: int | None
-    ) -> AsyncGenerator[EventRow, None]:
+    ) -> AsyncGenerator[EventRecord, None]:
         """Events matching `where`: those after `after` from the log first, then live ones.
 
         Registration happens before the first await, so nothing committed after this call
@@ -151,8 +151,8 @@ class EventHub:
         return self._stream(subscriber, after, first)
 
     async def _stream(
-        self, subscriber: Subscriber, after: int | None, batch: list[EventRow]
-    ) -> AsyncGenerator[EventRow, None]:
+        self, subscriber: Subscriber, after: int | None, batch: list[EventRecord]
+    ) -> AsyncGenerator[EventRecord, None]:
         """`batch`: the replay's first events, read with the expiry check."""
         position = subscriber.start if after is None else after
         try:
@@ -193,7 +193,7 @@ class EventHub:
             if len(batch) < BATCH:
                 return
 
-    def _fan_out(self, events: list[EventRow]) -> None:
+    def _fan_out(self, events: list[EventRecord]) -> None:
         for event in events:
             for subscriber in list(self._subscribers):
                 subscriber.offer(event)

@@ -1,35 +1,45 @@
 """Reading the event log: the source of truth for every delivery and replay."""
 
-from sqlmodel import col, select
+from dataclasses import dataclass
 
-from models.database import Database
+from models.database import Conditions, Database
 from models.events import EventFilter
-from models.tables import EventLogState, EventRow
+from models.records import EVENT_COLUMNS, EventRecord, event_record
+
+
+@dataclass(frozen=True)
+class LogState:
+    last_cursor: int
+    pruned_through: int
 
 
 class EventLog:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def state(self) -> EventLogState:
+    async def state(self) -> LogState:
         """The newest cursor and the newest pruned one."""
-        async with self.database.read() as session:
-            return (await session.exec(select(EventLogState))).one()
+        (last, pruned), *_ = await self.database.fetch(
+            "SELECT last_cursor, pruned_through FROM event_log_state WHERE id = 1"
+        )
+        return LogState(last, pruned)
 
     async def replay(
         self, cursor: int, limit: int, until: int, where: EventFilter
-    ) -> tuple[int, list[EventRow]]:
-        """The newest pruned cursor and the first events after `cursor`, read from one snapshot,
+    ) -> tuple[int, list[EventRecord]]:
+        """The newest pruned cursor and the first events after `cursor`, read in one statement,
         so a replay can never start past events that were pruned meanwhile."""
-        async with self.database.read(snapshot=True) as session:
-            pruned_through = (await session.exec(select(EventLogState.pruned_through))).one()
-            query = (
-                select(EventRow)
-                .where(EventRow.cursor > cursor, EventRow.cursor <= until, *where.conditions())
-                .order_by(col(EventRow.cursor))
-                .limit(limit)
-            )
-            return pruned_through, list(await session.exec(query))
+        conditions = where.narrow(self._after(cursor, until))
+        rows = await self.database.fetch(
+            f"SELECT {EVENT_COLUMNS}, (SELECT pruned_through FROM event_log_state WHERE id = 1) "
+            f"FROM session_events{conditions.sql()} ORDER BY cursor LIMIT ?",
+            *conditions.params,
+            limit,
+        )
+        if not rows:
+            # No events to carry the mark: read it alone (a later prune only moves it on).
+            return (await self.state()).pruned_through, []
+        return rows[0][-1], [event_record(row[:-1]) for row in rows]
 
     async def after(
         self,
@@ -37,12 +47,20 @@ class EventLog:
         limit: int,
         until: int | None = None,
         where: EventFilter | None = None,
-    ) -> list[EventRow]:
+    ) -> list[EventRecord]:
         """Events after `cursor` (up to `until`), oldest first."""
-        query = select(EventRow).where(EventRow.cursor > cursor)
+        conditions = self._after(cursor, until)
         if where is not None:
-            query = query.where(*where.conditions())
+            where.narrow(conditions)
+        rows = await self.database.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM session_events{conditions.sql()} ORDER BY cursor LIMIT ?",
+            *conditions.params,
+            limit,
+        )
+        return [event_record(row) for row in rows]
+
+    def _after(self, cursor: int, until: int | None) -> Conditions:
+        conditions = Conditions(self.database).add("cursor > ?", cursor)
         if until is not None:
-            query = query.where(EventRow.cursor <= until)
-        async with self.database.read() as session:
-            return list(await session.exec(query.order_by(col(EventRow.cursor)).limit(limit)))
+            conditions.add("cursor <= ?", until)
+        return conditions

@@ -5,14 +5,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import col
-
+from models.database import Conditions
 from models.errors import InvalidInput
 from models.inputs import Detail, Limits, check_details, check_text, check_time
-from models.tables import DetailRow, SessionRow, SessionStatus, as_utc
+from models.records import SessionRecord
+from models.tables import SessionStatus, as_utc
 
 
 @dataclass(frozen=True)
@@ -37,34 +35,34 @@ class SessionFilter:
         check_time(self.created_after, "filter.createdAfter")
         check_time(self.created_before, "filter.createdBefore")
 
-    def conditions(self) -> list[Any]:
-        found: list[Any] = []
+    def narrow(self, where: Conditions) -> Conditions:
+        """Add this filter's conditions on the `sessions` table to `where`."""
         for column, value in (
-            (SessionRow.data_source, self.data_source),
-            (SessionRow.status, self.status),
-            (SessionRow.type, self.type),
-            (SessionRow.identifier, self.identifier),
+            ("data_source", self.data_source),
+            ("status", self.status),
+            ("type", self.type),
+            ("identifier", self.identifier),
         ):
             if value is not None:
-                found.append(col(column) == value)
+                where.add(f"{column} = ?", str(value))
+        time = where.database.time
         if self.created_after is not None:
-            found.append(col(SessionRow.created_at) > self.created_after)
+            where.add("created_at > ?", time(as_utc(self.created_after)))
         if self.created_before is not None:
-            found.append(col(SessionRow.created_at) < self.created_before)
+            where.add("created_at < ?", time(as_utc(self.created_before)))
         for name, value in self.details:
-            found.append(
-                sa.exists().where(
-                    col(DetailRow.session_key) == SessionRow.key,
-                    col(DetailRow.name) == name,
-                    col(DetailRow.value) == value,
-                )
+            where.add(
+                "EXISTS (SELECT 1 FROM session_details d WHERE d.session_key = sessions.key "
+                "AND d.name = ? AND d.value = ?)",
+                name,
+                value,
             )
-        return found
+        return where
 
 
 @dataclass(frozen=True)
 class Page:
-    rows: list[SessionRow]
+    rows: list[SessionRecord]
     has_next: bool
 
 

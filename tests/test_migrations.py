@@ -5,6 +5,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  (registers the tables)
@@ -17,13 +18,14 @@ def _differences(connection: Any) -> list[Any]:
 
 async def _migrate_and_compare(url: str) -> list[Any]:
     database = Database(url)
+    await database.migrate()
+    await database.migrate()  # a second run is a no-op
+    engine = create_async_engine(url)
     try:
-        await database.migrate()
-        await database.migrate()  # a second run is a no-op
-        async with database.engine.connect() as connection:
+        async with engine.connect() as connection:
             return await connection.run_sync(_differences)
     finally:
-        await database.dispose()
+        await engine.dispose()
 
 
 def test_migrated_database_matches_the_models(database_url: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import Settings
-from models import Database, Limits, NewSession, SessionRepository
+from models import Database, Limits, NewSession, SessionWriter
 from tests.client import Client, Subscription
 from tests.conftest import UNLIMITED, LiveServer
 from tests.services import PrivateRedis, Served, service_environment
@@ -231,8 +231,8 @@ def test_an_event_committed_but_never_announced_is_delivered_within_five_seconds
         async def commit_silently() -> str:
             database = Database(url)
             try:
-                row, _ = await SessionRepository(database, Limits()).create(NewSession("car-9"))
-                return row.key
+                written, _ = await SessionWriter(database, Limits()).create(NewSession("car-9"))
+                return written.session.key
             finally:
                 await database.dispose()
 

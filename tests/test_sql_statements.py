@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from tests.client import Client
 from tests.conftest import LiveServer
@@ -57,45 +56,31 @@ EVERY_TREE = """
 @contextmanager
 def recorded(server: LiveServer) -> Iterator[list[str]]:
     """Every SQL statement the server executes inside the block, except NOT_THE_QUERY."""
-    engine = server.services.repository.database.engine.sync_engine
+    listeners = server.services.database.listeners
     statements: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def record(statement: str) -> None:
         if not NOT_THE_QUERY.search(statement):
             statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    listeners.append(record)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        listeners.remove(record)
 
 
-def transactions_for(server: LiveServer, client: Client, query: str) -> int:
-    """The transactions one request for `query` runs statements of its own in."""
-    engine = server.services.repository.database.engine.sync_engine
-    current: dict[int, int] = {}  # connection -> its transaction's number
-    begun = 0
-    used: set[int] = set()
-
-    def begin(connection: Any) -> None:
-        nonlocal begun
-        begun += 1
-        current[id(connection)] = begun
-
-    def execute(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not NOT_THE_QUERY.search(statement):
-            used.add(current[id(connection)])
-
+def every_statement_for(server: LiveServer, client: Client, query: str) -> list[str]:
+    """Every statement one request for `query` runs, transaction control included."""
+    listeners = server.services.database.listeners
+    statements: list[str] = []
     client.data(query)
-    event.listen(engine, "begin", begin)
-    event.listen(engine, "before_cursor_execute", execute)
+    listeners.append(statements.append)
     try:
         assert client.data(query)
     finally:
-        event.remove(engine, "begin", begin)
-        event.remove(engine, "before_cursor_execute", execute)
-    return len(used)
+        listeners.remove(statements.append)
+    return [s for s in statements if not re.search("session_events|event_log_state", s)]
 
 
 def statements_for(server: LiveServer, client: Client, query: str, **variables: Any) -> int:
@@ -196,11 +181,16 @@ def test_nested_associates_cost_the_same_statements_for_10_or_100_sessions(
     assert small <= 10
 
 
-def test_a_query_reads_in_one_transaction(server: LiveServer, client: Client) -> None:
-    """Every batch of reads of one query operation shares a transaction: one connection
-    checked out and begun, not one per batch (there are 5 batches here)."""
+def test_a_query_costs_one_statement_per_batch_and_no_transaction(
+    server: LiveServer, client: Client
+) -> None:
+    """Reads are single statements, each its own snapshot: no BEGIN or ROLLBACK round trips
+    (on SQLite each is a trip to aiosqlite's thread). Here 8 batches: the live sessions, then
+    the links and the linked sessions at each of three levels, then the details."""
     create_families(client, 2)
-    assert transactions_for(server, client, NESTED) == 1
+    statements = every_statement_for(server, client, NESTED)
+    assert len(statements) == 8
+    assert not [s for s in statements if re.match(r"\s*(BEGIN|COMMIT|ROLLBACK)", s, re.I)]
 
 
 def test_descendants_of_a_1000_session_tree_cost_the_same_statements_as_of_10(
