@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
         connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+        fast_path=settings.http_fast_path,
     )
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -106,6 +107,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn options that are part of the service's protections, for every way it is served."""
     return {
+        # Each GraphQL operation logs one structured line (api/extension.py); uvicorn's access
+        # line would be a second, unstructured one per request.
+        "access_log": False,
         "ws_max_size": settings.max_websocket_message_bytes,
         "ws_ping_interval": settings.websocket_ping_interval_seconds,
         "ws_ping_timeout": settings.websocket_ping_interval_seconds,

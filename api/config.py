@@ -65,6 +65,12 @@ class Settings:
     subscribe_rate_per_second: float = 20.0
     subscribe_burst: int = 50
     log_format: Literal["text", "json"] = "text"
+    # Which operations get a log line: "errors" (any outcome but ok) or "all". A line for every
+    # operation cost about an eighth of the CPU of a small query (bench/REPORT.md).
+    log_operations: Literal["all", "errors"] = "errors"
+    # Queries and mutations POSTed as JSON skip Strawberry's HTTP view (api/view.py). Off, every
+    # request takes Strawberry's: the same answers, slower (tests/test_fast_path.py).
+    http_fast_path: bool = True
 
     @property
     def development(self) -> bool:
@@ -114,6 +120,12 @@ def _non_negative(value: Any) -> float:
 def _log_format(value: Any) -> Literal["text", "json"]:
     if value not in ("text", "json"):
         raise ValueError(f"{value!r} is neither text nor json")
+    return value  # type: ignore[no-any-return]
+
+
+def _log_operations(value: Any) -> Literal["all", "errors"]:
+    if value not in ("all", "errors"):
+        raise ValueError(f"{value!r} is neither all nor errors")
     return value  # type: ignore[no-any-return]
 
 
@@ -171,6 +183,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "subscribe_burst": _positive(int),
     "allow_open_network": _boolean,
     "log_format": _log_format,
+    "log_operations": _log_operations,
+    "http_fast_path": _boolean,
 }
 _LIMIT_PARSER = _positive(int)
 

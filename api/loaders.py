@@ -2,6 +2,7 @@
 
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import cached_property
 from typing import Any
 
 from strawberry.dataloader import DataLoader
@@ -13,29 +14,46 @@ WalkKey = tuple[str, Direction, int]
 
 class Loaders:
     """The loaders of one operation (or one delivered event) over its reader, so nothing is
-    served stale."""
+    served stale. Each is made when first used: most operations need two of the six."""
 
     def __init__(self, reader: SessionReader) -> None:
         self.reader = reader
-        self.session = DataLoader[str, SessionRecord | None](self._sessions)
-        self.details = DataLoader[str, list[tuple[str, str]]](_by_key(reader.details))
-        self.streams = DataLoader[str, list[str]](_by_key(reader.streams))
-        self.children = DataLoader[str, list[str]](_by_key(reader.children))
-        self.parents = DataLoader[str, list[str]](_by_key(reader.parents))
-        self.walk = DataLoader[WalkKey, list[TreeNode]](self._walks)
+
+    @cached_property
+    def session(self) -> DataLoader[str, SessionRecord | None]:
+        return DataLoader(self._sessions)
+
+    @cached_property
+    def details(self) -> DataLoader[str, list[tuple[str, str]]]:
+        return DataLoader(_by_key(self.reader.details))
+
+    @cached_property
+    def streams(self) -> DataLoader[str, list[str]]:
+        return DataLoader(_by_key(self.reader.streams))
+
+    @cached_property
+    def children(self) -> DataLoader[str, list[str]]:
+        return DataLoader(_by_key(self.reader.children))
+
+    @cached_property
+    def parents(self) -> DataLoader[str, list[str]]:
+        return DataLoader(_by_key(self.reader.parents))
+
+    @cached_property
+    def walk(self) -> DataLoader[WalkKey, list[TreeNode]]:
+        return DataLoader(self._walks)
 
     def prime(self, written: Written) -> None:
         """What a mutation's transaction read or wrote, so that its answer needs no read."""
         key = written.session.key
         for session in (written.session, *written.others):
             self.session.prime(session.key, session, force=True)
-        for loader, part in (
-            (self.details, written.details),
-            (self.streams, written.streams),
-            (self.children, written.children),
-        ):
-            if part is not None:
-                loader.prime(key, part, force=True)
+        if written.details is not None:
+            self.details.prime(key, written.details, force=True)
+        if written.streams is not None:
+            self.streams.prime(key, written.streams, force=True)
+        if written.children is not None:
+            self.children.prime(key, written.children, force=True)
 
     async def _sessions(self, keys: Sequence[str]) -> list[SessionRecord | None]:
         found = await self.reader.sessions(keys)

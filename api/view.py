@@ -1,14 +1,17 @@
-"""The /graphql endpoint: authentication, the per-request context and the WebSocket handler."""
+"""The /graphql endpoint: authentication, the per-request context, the fast path for JSON
+POSTs and the WebSocket handler."""
 
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import process_result
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from api.auth import NOBODY, OPEN
 from api.context import Context, Services
@@ -22,15 +25,28 @@ def refusal(status: int, code: str, message: str, **headers: str) -> Response:
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+# Accept types that ask Strawberry's view for a streamed answer: it handles those.
+STREAMED = ("multipart/mixed", "text/event-stream")
+
+
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
 
+    def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_path = fast_path
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            request = Request(scope)
+            request = Request(scope, receive)
             # A GET only serves GraphiQL's page (when enabled): queries come by POST.
-            if request.method == "POST" and (refused := self._refuse(request)) is not None:
-                return await refused(scope, receive, send)
+            if request.method == "POST":
+                if (refused := self._refuse(request)) is not None:
+                    return await refused(scope, receive, send)
+                accept = request.headers.get("accept", "")
+                if self.fast_path and not any(kind in accept for kind in STREAMED):
+                    response = await self._answer(request)
+                    return await response(scope, receive, send)
             return await super().__call__(scope, receive, send)
         WEBSOCKETS_OPEN.inc()
         try:
@@ -51,6 +67,47 @@ class GraphQLView(GraphQL[Context, None]):
             return refusal(401, "UNAUTHENTICATED", message, **{"www-authenticate": "Bearer"})
         request.state.principal = principal
         return None
+
+    async def _answer(self, request: Request) -> Response:
+        """A JSON POST answered without Strawberry's view, as that view answers it: the same
+        refusals (400 and a plain-text reason) and the same JSON (tests/test_fast_path.py)."""
+        try:
+            data = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return PlainTextResponse("Unable to parse request body as JSON", 400)
+        if isinstance(data, list):
+            return PlainTextResponse("Batching is not enabled", 400)
+        if not isinstance(data, dict):
+            return PlainTextResponse("The request body must be a JSON object.", 400)
+        query, variables, extensions = (data.get(k) for k in ("query", "variables", "extensions"))
+        for name, value, kind in (
+            ("query", query, "a string"),
+            ("variables", variables, "an object"),
+            ("extensions", extensions, "an object"),
+        ):
+            if value is not None and not isinstance(value, str if name == "query" else dict):
+                message = f"The GraphQL operation's `{name}` must be {kind} or null, if provided."
+                return PlainTextResponse(message, 400)
+        context = await self.get_context(request)
+        try:
+            result = await self.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=data.get("operationName"),
+                operation_extensions=extensions,
+            )
+        except CannotGetOperationTypeError as error:
+            return PlainTextResponse(error.as_http_error_reason(), 400)
+        except InvalidOperationTypeError as error:
+            return PlainTextResponse(error.as_http_error_reason("POST"), 400)
+        except MissingQueryError:
+            return PlainTextResponse("No GraphQL query found in the request", 400)
+        return Response(
+            orjson.dumps(process_result(result)),
+            media_type="application/json",
+            headers={"x-request-id": context.request_id},
+        )
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: Strawberry sends bytes over a WebSocket as binary frames.

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -9,14 +10,19 @@ from api.observability import JsonFormatter
 from tests.client import Client
 
 
-def test_each_operation_logs_type_name_duration_outcome_and_request_id(
-    client: Client, caplog: pytest.LogCaptureFixture
-) -> None:
+def _operation_logs(client: Client, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     with caplog.at_level(logging.INFO, logger="session_service.operations"):
         client.http.headers["x-request-id"] = "req-42"
         client.create(dataSource="car-1", details=[{"name": "secret", "value": "s3cr3t-value"}])
         client.execute("query Broken { session(key: 1, nope: 2) { key } }")
-    records = [r for r in caplog.records if r.name == "session_service.operations"]
+    return [r for r in caplog.records if r.name == "session_service.operations"]
+
+
+def test_with_log_operations_all_each_operation_logs_type_name_duration_outcome_and_request_id(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Client(make_server(log_operations="all").url) as client:
+        records = _operation_logs(client, caplog)
     created, broken = records[-2:]
     assert created.__dict__["operation_type"] == "mutation"
     assert created.__dict__["operation_name"] == "Create"
@@ -25,6 +31,15 @@ def test_each_operation_logs_type_name_duration_outcome_and_request_id(
     assert created.__dict__["duration_ms"] > 0
     assert broken.__dict__["outcome"] == "VALIDATION"
     assert "s3cr3t-value" not in caplog.text
+
+
+def test_by_default_only_failed_operations_are_logged(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = _operation_logs(client, caplog)
+    assert [r.__dict__["operation_name"] for r in records] == ["Broken"]
+    assert records[0].__dict__["outcome"] == "VALIDATION"
+    assert records[0].__dict__["request_id"] == "req-42"
 
 
 def test_request_id_is_returned_to_the_client(client: Client) -> None:
