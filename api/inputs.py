@@ -1,6 +1,8 @@
 """The GraphQL input types and their translation to the domain's inputs."""
 
+from dataclasses import fields
 from datetime import datetime
+from typing import Any, TypeVar
 
 import strawberry
 
@@ -14,8 +16,18 @@ class DetailInput:
     value: str
 
 
+T = TypeVar("T")
+
+
 def _pairs(details: list[DetailInput] | None) -> tuple[tuple[str, str], ...]:
     return tuple((detail.name, detail.value) for detail in details or ())
+
+
+def _domain(cls: type[T], source: object, **given: Any) -> T:
+    """The domain input `cls` from the same-named fields of `source`, and those `given`: each
+    field is named once, in the domain's dataclass."""
+    named = {f.name: getattr(source, f.name) for f in fields(cls) if f.name not in given}  # type: ignore[arg-type]
+    return cls(**named, **given)
 
 
 @strawberry.input(name="SessionFilter")
@@ -31,15 +43,7 @@ class SessionFilterInput:
     created_before: datetime | None = None
 
     def to_domain(self) -> SessionFilter:
-        return SessionFilter(
-            data_source=self.data_source,
-            status=self.status,
-            type=self.type,
-            identifier=self.identifier,
-            details=_pairs(self.details),
-            created_after=self.created_after,
-            created_before=self.created_before,
-        )
+        return _domain(SessionFilter, self, details=_pairs(self.details))
 
 
 @strawberry.input
@@ -61,16 +65,12 @@ class CreateSessionInput:
     )
 
     def to_domain(self) -> NewSession:
-        return NewSession(
-            data_source=self.data_source,
-            type=self.type,
-            version=self.version,
-            utc_offset_seconds=self.utc_offset_seconds,
-            identifier=self.identifier,
+        return _domain(
+            NewSession,
+            self,
             details=_pairs(self.details),
             associate_keys=tuple(self.associate_session_keys),
             streams=tuple(self.streams),
-            created_at=self.created_at,
         )
 
 
@@ -85,12 +85,7 @@ class UpdateSessionDetailsInput:
     expected_revision: int | None = None
 
     def to_domain(self) -> DetailsChange:
-        return DetailsChange(
-            session_key=self.session_key,
-            details=_pairs(self.details),
-            remove=tuple(self.remove),
-            expected_revision=self.expected_revision,
-        )
+        return _domain(DetailsChange, self, details=_pairs(self.details), remove=tuple(self.remove))
 
 
 @strawberry.input

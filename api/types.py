@@ -1,5 +1,6 @@
 """The GraphQL object types: sessions, their hierarchy, pages, data sources and events."""
 
+from dataclasses import fields
 from datetime import datetime
 from typing import Self
 
@@ -28,6 +29,7 @@ strawberry.enum(
 strawberry.enum(EventKind, name="SessionEventKind")
 
 MAX_WALK_DEPTH = 32
+RECORD_FIELDS = tuple(field.name for field in fields(SessionRecord))
 
 
 @strawberry.type
@@ -61,21 +63,10 @@ class Session:
 
     @classmethod
     def from_row(cls, row: SessionRecord, loaders: Loaders) -> Self:
-        return cls(
-            key=strawberry.ID(row.key),
-            data_source=row.data_source,
-            type=row.type,
-            version=row.version,
-            identifier=row.identifier,
-            utc_offset_seconds=row.utc_offset_seconds,
-            status=row.status,
-            is_complete=row.status is SessionStatus.ENDED,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            ended_at=row.ended_at,
-            revision=row.revision,
-            loaders=loaders,
-        )
+        """The record's fields (tests/test_records.py: they are the table's columns and this
+        type's fields), and what follows from them."""
+        named = {name: getattr(row, name) for name in RECORD_FIELDS}
+        return cls(**named, is_complete=row.status is SessionStatus.ENDED, loaders=loaders)
 
     @classmethod
     async def load_many(cls, keys: list[str], loaders: Loaders) -> list[Self]:

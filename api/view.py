@@ -1,6 +1,7 @@
 """The /graphql endpoint: authentication, the per-request context, the fast path for JSON
 POSTs and the WebSocket handler."""
 
+import json
 from typing import Any
 
 import orjson
@@ -71,10 +72,16 @@ class GraphQLView(GraphQL[Context, None]):
     async def _answer(self, request: Request) -> Response:
         """A JSON POST answered without Strawberry's view, as that view answers it: the same
         refusals (400 and a plain-text reason) and the same JSON (tests/test_fast_path.py)."""
+        body = await request.body()
         try:
-            data = orjson.loads(await request.body())
+            data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return PlainTextResponse("Unable to parse request body as JSON", 400)
+            # What orjson refuses and json takes: lone surrogates in \u escapes (refused later,
+            # naming the field), integers beyond 64 bits, UTF-16 and UTF-32.
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):
+                return PlainTextResponse("Unable to parse request body as JSON", 400)
         if isinstance(data, list):
             return PlainTextResponse("Batching is not enabled", 400)
         if not isinstance(data, dict):

@@ -196,7 +196,7 @@ class Database:
         microseconds (as SQLAlchemy wrote it), so that text order is time order."""
         if value is None or not self.is_sqlite:
             return value
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def for_update(self) -> str:
         # SQLite's BEGIN IMMEDIATE already holds the write lock.

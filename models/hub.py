@@ -123,7 +123,10 @@ class EventHub:
 
     def _heard(self, cursor: int) -> None:
         self.known = max(self.known, cursor)
-        self._wake.set()
+        # A wake-up for what the hub has fanned out already (this process's own commits, heard
+        # back from the bus) needs no read of the log.
+        if cursor > self.position:
+            self._wake.set()
 
     def subscribe(self, where: EventFilter) -> Subscriber:
         subscriber = Subscriber(where, max(self.position, self.known), self.queue_size)

@@ -57,6 +57,10 @@ READS: list[tuple[str, dict[str, Any] | None]] = [
 ]
 BODIES: list[bytes] = [
     b"{not json",
+    b'{"query": "mutation { createSession(input: {dataSource: \\"a\\", identifier: '
+    b'\\"\\ud800\\"}) { __typename } }"}',
+    b'{"query": "query Q($v: Int) { __typename }", "variables": {"v": 123456789012345678901}}',
+    '{"query": "{ __typename }"}'.encode("utf-16"),
     b"[]",
     b'[{"query": "{ __typename }"}]',
     b"{}",

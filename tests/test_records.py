@@ -14,3 +14,11 @@ from models.tables import EventRow, SessionRow
 def test_a_record_has_its_tables_columns_in_order(record: type, table: type) -> None:
     columns = list(table.__table__.columns.keys())  # type: ignore[attr-defined]
     assert [field.name for field in fields(record)] == columns
+
+
+def test_the_graphql_session_type_has_every_field_of_the_record() -> None:
+    """Session.from_row copies the record's fields by name."""
+    from api.types import Session
+
+    graphql_fields = {f.python_name for f in Session.__strawberry_definition__.fields}  # type: ignore[attr-defined]
+    assert {field.name for field in fields(SessionRecord)} <= graphql_fields
