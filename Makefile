@@ -32,7 +32,7 @@ test: $(VENV)/.installed-dev browser npm
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api models tests
+	$(BIN)/mypy api models tests bench
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
