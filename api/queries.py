@@ -2,6 +2,7 @@
 
 import strawberry
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField
 
 from api.context import Context
 from api.errors import top_level
@@ -13,6 +14,15 @@ from models.queries import encode_page_cursor
 ContextInfo = Info[Context, None]
 
 
+def _selects(info: ContextInfo, name: str) -> bool:
+    """Whether the field's own selection names `name` directly (not through a fragment)."""
+    return any(
+        isinstance(selection, SelectedField) and selection.name == name
+        for field in info.selected_fields
+        for selection in field.selections
+    )
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="The session with this key, or null.")
@@ -21,7 +31,10 @@ class Query:
         context.require_enabled()
         context.require_key(key, "key")
         loaders = context.loaders
-        row = await loaders.session.load(key)
+        if _selects(info, "details"):
+            row = await loaders.load_with_details(key)
+        else:
+            row = await loaders.session.load(key)
         return None if row is None else Session.from_row(row, loaders)
 
     @strawberry.field(description="Live sessions, oldest first; of one data source when given.")

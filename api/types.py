@@ -70,7 +70,7 @@ class Session:
 
     @classmethod
     async def load_many(cls, keys: list[str], loaders: Loaders) -> list[Self]:
-        rows = await loaders.session.load_many(keys)
+        rows = await loaders.sessions(keys)
         return [cls.from_row(row, loaders) for row in rows if row is not None]
 
     @strawberry.field(

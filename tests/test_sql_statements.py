@@ -219,3 +219,20 @@ def test_walks_from_every_current_session_cost_statements_independent_of_roots(
     assert len(client.data(EVERY_TREE)["currentSessions"]) == 210
     assert many == few
     assert few <= 10
+
+
+def test_a_session_asked_for_with_its_details_is_one_statement(
+    server: LiveServer, client: Client
+) -> None:
+    key = client.create(details=[{"name": "b", "value": "2"}, {"name": "a", "value": "1"}])["key"]
+    query = "query Q($key: ID!) { session(key: $key) { key details { name value } } }"
+    assert statements_for(server, client, query, key=key) == 1
+    assert client.data(query, {"key": key})["session"]["details"] == [
+        {"name": "a", "value": "1"},
+        {"name": "b", "value": "2"},
+    ]
+    # Through a fragment the details come by their own batch: the same answer.
+    fragment = (
+        "query Q($key: ID!) { session(key: $key) { key ... on Session { details { name } } } }"
+    )
+    assert statements_for(server, client, fragment, key=key) == 2
