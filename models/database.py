@@ -8,6 +8,7 @@ switch). SQLAlchemy and Alembic still own the schema: `migrate` runs them on an 
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -35,18 +36,20 @@ Row = Sequence[Any]
 Listener = Callable[[str], None]
 
 
-class Connection:
+class Connection(ABC):
     """One driver connection. Statements are written once, with `?` placeholders; the
     PostgreSQL connection numbers them. Lists of keys go in as one parameter (`keys`)."""
 
     def __init__(self, database: "Database") -> None:
         self.database = database
 
+    @abstractmethod
     async def fetch(self, sql: str, *params: Any) -> list[Row]:
-        raise NotImplementedError
+        """The statement's rows."""
 
+    @abstractmethod
     async def execute(self, sql: str, *params: Any) -> None:
-        raise NotImplementedError
+        """Run a statement that returns no rows."""
 
     def _heard(self, sql: str) -> None:
         for listener in self.database.listeners:
@@ -308,26 +311,3 @@ def _begin_immediately(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: SAConnection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-class Conditions:
-    """The WHERE clause of a statement being built, with its parameters in order."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self.clauses: list[str] = []
-        self.params: list[Any] = []
-
-    def add(self, clause: str, *params: Any) -> "Conditions":
-        self.clauses.append(clause)
-        self.params.extend(params)
-        return self
-
-    def among(self, column: str, values: Sequence[str] | None) -> "Conditions":
-        """`column` is one of `values` (None: no condition)."""
-        if values is not None:
-            self.add(self.database.in_keys(column), self.database.keys(values))
-        return self
-
-    def sql(self) -> str:
-        return " WHERE " + " AND ".join(self.clauses) if self.clauses else ""

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
-from models.database import Conditions
 from models.errors import InvalidInput
 from models.records import EventRecord
+from models.statements import Conditions
 from models.tables import EventKind
 
 

@@ -2,9 +2,10 @@
 
 from dataclasses import dataclass
 
-from models.database import Conditions, Database
+from models.database import Database
 from models.events import EventFilter
 from models.records import EVENT_COLUMNS, EventRecord, event_record
+from models.statements import Conditions
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from models.database import Conditions
 from models.errors import InvalidInput
 from models.inputs import Detail, Limits, check_details, check_text, check_time
 from models.records import SessionRecord
+from models.statements import Conditions
 from models.tables import SessionStatus, as_utc
 
 

@@ -3,12 +3,13 @@
 from collections.abc import Sequence
 from typing import Any
 
-from models.database import Conditions, Database
+from models.database import Database
 from models.errors import InvalidInput
 from models.hierarchy import Direction, TreeNode, walk
 from models.inputs import Limits
 from models.queries import Page, SessionFilter, decode_page_cursor
 from models.records import SESSION_COLUMNS, SessionRecord, column_list, session_record
+from models.statements import Conditions
 
 
 class SessionReader:
