@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 _MIGRATION_LOCK = 7_412_001
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
+# How long a request waits for a free PostgreSQL connection before it fails as UNAVAILABLE.
+POOL_TIMEOUT_SECONDS = 10
 Row = Sequence[Any]
 Listener = Callable[[str], None]
 
@@ -131,7 +133,7 @@ class Database:
         if not self._ready:
             await self._open()
         if self._pool is not None:
-            async with self._pool.acquire() as driver:
+            async with self._pool.acquire(timeout=POOL_TIMEOUT_SECONDS) as driver:
                 yield _Postgres(self, driver)
             return
         connection = await self._readers.get()
@@ -167,7 +169,10 @@ class Database:
         if not self._ready:
             await self._open()
         if self._pool is not None:
-            async with self._pool.acquire() as driver, driver.transaction():
+            async with (
+                self._pool.acquire(timeout=POOL_TIMEOUT_SECONDS) as driver,
+                driver.transaction(),
+            ):
                 yield _Postgres(self, driver)
             return
         assert self._writer is not None  # opened above
