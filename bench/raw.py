@@ -324,6 +324,19 @@ def _fan_out() -> Starlette:
     )
 
 
+async def lifespan(database: "Database", receive: Receive, send: Send) -> None:
+    """The ASGI lifespan protocol: the database opens at startup and closes at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await database.open()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await database.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     database = database_from_environment()
     endpoints = _endpoints(database)
@@ -334,15 +347,7 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         if kind == "http" and (endpoint := endpoints.get(scope["path"])) is not None:
             await _send(send, await endpoint(await _body(receive)))
         elif kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await database.open()
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await database.close()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(database, receive, send)
         else:
             await fan_out(scope, receive, send)  # type: ignore[arg-type]
 

@@ -17,7 +17,15 @@ import strawberry
 from strawberry.asgi import GraphQL
 from strawberry.extensions import ParserCache, ValidationCache
 
-from bench.raw import Q1_SQL, Database, Receive, Scope, Send, database_from_environment
+from bench.raw import (
+    Q1_SQL,
+    Database,
+    Receive,
+    Scope,
+    Send,
+    database_from_environment,
+    lifespan,
+)
 
 
 @strawberry.enum
@@ -84,17 +92,9 @@ def create_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     view = View(schema, database)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
+        if scope["type"] == "lifespan":
+            await lifespan(database, receive, send)
+        else:
             await view(scope, receive, send)  # type: ignore[arg-type]
-            return
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await database.open()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await database.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     return app

@@ -270,8 +270,7 @@ class SessionWriter:
         return Written(session)
 
     async def add_association(self, parent_key: str, child_key: str) -> Written:
-        check_key(parent_key, self.limits, "sessionKey")
-        check_key(child_key, self.limits, "associateSessionKey")
+        self._check_pair(parent_key, child_key)
         async with self._writing() as write:
             connection = write.connection
             parent, child = await self._pair(connection, parent_key, child_key)
@@ -300,8 +299,7 @@ class SessionWriter:
         return Written(parent, children=[*children, child_key], others=[child])
 
     async def remove_association(self, parent_key: str, child_key: str) -> Written:
-        check_key(parent_key, self.limits, "sessionKey")
-        check_key(child_key, self.limits, "associateSessionKey")
+        self._check_pair(parent_key, child_key)
         async with self._writing() as write:
             connection = write.connection
             parent, child = await self._pair(connection, parent_key, child_key)
@@ -417,6 +415,10 @@ class SessionWriter:
         if expected_revision is not None and expected_revision != session.revision:
             raise RevisionConflict(expected_revision, session.revision)
         return session
+
+    def _check_pair(self, parent_key: str, child_key: str) -> None:
+        check_key(parent_key, self.limits, "sessionKey")
+        check_key(child_key, self.limits, "associateSessionKey")
 
     async def _pair(
         self, connection: Connection, parent_key: str, child_key: str
