@@ -11,12 +11,13 @@ from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from api.auth import Authenticator
+from api.auth import Authenticator, identified
 from api.config import Settings, load_settings
 from api.context import Services
 from api.dashboard import DASHBOARD_ROUTES
 from api.graphiql import graphiql_routes
 from api.health import healthz, readyz
+from api.identity import IdentityProviders
 from api.limits import BodyLimit, RateLimiter
 from api.metrics import BUS_RECONNECTS, StoredSessions, metrics_endpoint
 from api.schema import build_schema
@@ -58,13 +59,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             interval=settings.cleanup_interval_seconds,
             announce=hub.announce,
         )
+        identities = IdentityProviders(
+            settings.issuers,
+            refresh_seconds=settings.jwks_refresh_seconds,
+            refetch_seconds=settings.jwks_refetch_interval_seconds,
+        )
         await hub.start()
         janitor.start()
+        await identities.start()
         app.state.services = Services(
             settings=settings,
             database=database,
             hub=hub,
-            authenticator=Authenticator(settings.tokens),
+            authenticator=Authenticator(settings.tokens, identities),
             mutation_limiter=RateLimiter(
                 settings.mutation_rate_per_second, settings.mutation_burst
             ),
@@ -78,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await identities.stop()
             await janitor.stop()
             await hub.stop()
             await database.dispose()
@@ -96,7 +104,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics_endpoint),
+        Route("/metrics", identified(metrics_endpoint)),
         *DASHBOARD_ROUTES,
         *graphiql_routes(settings),
     ]

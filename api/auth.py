@@ -1,43 +1,32 @@
-"""Bearer tokens: who a request is (a role) and which data sources it may touch."""
+"""Bearer tokens: configured ones, and JWTs from trusted issuers; who each proves a caller is."""
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
-from api.errors import ApiError
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
+from api.identity import IdentityProviders
+from api.principal import NOBODY, OPEN, Principal, Role, Unauthenticated
 
-class Role(IntEnum):
-    READ = 1
-    WRITE = 2
-    ADMIN = 3
+__all__ = [
+    "NOBODY",
+    "OPEN",
+    "Authenticator",
+    "Principal",
+    "Role",
+    "Token",
+    "Unauthenticated",
+    "identified",
+]
 
-
-@dataclass(frozen=True)
-class Principal:
-    role: Role
-    # None: every data source ("*").
-    data_sources: frozenset[str] | None
-    # Names the caller for rate limits and logs; never the token itself.
-    name: str = "open"
-
-    def may_read(self, data_source: str) -> bool:
-        return self.data_sources is None or data_source in self.data_sources
-
-    def require(self, role: Role) -> None:
-        if self.role < role:
-            raise ApiError("FORBIDDEN", f"this token's role cannot do that ({role.name.lower()})")
-
-    def require_data_source(self, data_source: str) -> None:
-        if not self.may_read(data_source):
-            raise ApiError("FORBIDDEN", f"this token may not touch data source {data_source!r}")
-
-
-OPEN = Principal(Role.ADMIN, None)
-NOBODY = Principal(Role.READ, frozenset(), name="nobody")
+REQUIRED = "A valid bearer token is required."
+NOT_A_JWT = "The bearer token is neither a configured token nor a JWT (malformed)."
+# Only these are roles a configured token may have (Role.NONE is for tokens of issuers).
+TOKEN_ROLES = {"read": Role.READ, "write": Role.WRITE, "admin": Role.ADMIN}
 
 
 @dataclass(frozen=True)
@@ -68,10 +57,9 @@ class Token:
                 digest = b""
             if len(digest) != 32:
                 raise ValueError(f"{path}.sha256: must be 64 hexadecimal characters")
-        try:
-            role = Role[str(entry.get("role", "")).upper()]
-        except KeyError:
-            raise ValueError(f"{path}.role: must be read, write or admin") from None
+        role = TOKEN_ROLES.get(str(entry.get("role", "")).lower())
+        if role is None:
+            raise ValueError(f"{path}.role: must be read, write or admin")
         sources = entry.get("dataSources", ["*"])
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
             raise ValueError(f'{path}.dataSources: must be a list of names or ["*"]')
@@ -80,25 +68,78 @@ class Token:
 
 
 class Authenticator:
-    def __init__(self, tokens: Iterable[Token]) -> None:
+    """Configured tokens first (never waiting on a provider), then JWTs of the issuers."""
+
+    def __init__(
+        self, tokens: Iterable[Token], identities: IdentityProviders | None = None
+    ) -> None:
         self.tokens = tuple(tokens)
+        self.identities = identities or IdentityProviders(())
 
     @property
     def open(self) -> bool:
-        return not self.tokens
+        return not self.tokens and not self.identities.issuers
 
-    def authenticate(self, authorization: object) -> Principal | None:
-        """The principal for an `Authorization` value, or None when it proves nothing."""
+    async def identify(self, authorization: object) -> Principal:
+        """The principal for an `Authorization` value; Unauthenticated says which check the
+        value failed. May wait for an issuer's keys, never beyond the JWKS fetch timeout."""
         if self.open:
             return OPEN
-        if not isinstance(authorization, str):
+        token = _bearer(authorization)
+        if (found := self._configured(token)) is not None:
+            return found
+        if not self.identities.issuers:
+            raise Unauthenticated("token", REQUIRED)
+        if token.count(".") != 2:
+            raise Unauthenticated("token", NOT_A_JWT)
+        return await self.identities.verify(token)
+
+    def authenticate(self, authorization: object) -> Principal | None:
+        """The same without waiting, or None: a JWT whose key is not held yet proves nothing
+        here (api/metrics.py; `identified` fetches the key first)."""
+        if self.open:
+            return OPEN
+        try:
+            token = _bearer(authorization)
+            if (found := self._configured(token)) is not None:
+                return found
+            return self.identities.verify_cached(token) if self.identities.issuers else None
+        except Unauthenticated:
             return None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
-        digest = hashlib.sha256(token.strip().encode()).digest()
+
+    def _configured(self, token: str) -> Principal | None:
+        digest = hashlib.sha256(token.encode()).digest()
         found = None
         for candidate in self.tokens:  # every one compared, in constant time
             if hmac.compare_digest(candidate.digest, digest):
                 found = candidate.principal
         return found
+
+
+def _bearer(authorization: object) -> str:
+    if not isinstance(authorization, str):
+        raise Unauthenticated("token", REQUIRED)
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("token", REQUIRED)
+    return token.strip()
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def identified(endpoint: Endpoint) -> Endpoint:
+    """An endpoint that checks its caller without waiting (/metrics), behind a refusal with
+    the reason, and after the caller's keys are fetched if need be."""
+
+    async def guarded(request: Request) -> Response:
+        authenticator: Authenticator = request.app.state.services.authenticator
+        try:
+            await authenticator.identify(request.headers.get("authorization"))
+        except Unauthenticated as refused:
+            return PlainTextResponse(
+                refused.reason + "\n", 401, headers={"www-authenticate": "Bearer"}
+            )
+        return await endpoint(request)
+
+    return guarded

@@ -72,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         return 0
-    if not settings.tokens and not settings.allow_open_network and not _loopback(args.host):
+    is_open = not settings.tokens and not settings.issuers
+    if is_open and not settings.allow_open_network and not _loopback(args.host):
         print(
-            f"session-service: no tokens are configured, so the service is open: it listens on "
-            f"loopback only, not {args.host}. Configure Tokens, or set "
+            f"session-service: no tokens or issuers are configured, so the service is open: it "
+            f"listens on loopback only, not {args.host}. Configure Tokens or Issuers, or set "
             "SESSION_SERVICE_ALLOW_OPEN_NETWORK=true to serve it open on purpose.",
             file=sys.stderr,
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from api.auth import Token
+from api.issuers import Issuer
 from models import Limits
 from models.janitor import Retention
 
@@ -47,6 +48,12 @@ class Settings:
     # unless allow_open_network says otherwise.
     tokens: tuple[Token, ...] = ()
     allow_open_network: bool = False
+    # OpenID Connect issuers whose JWTs are trusted beside the tokens (api/issuers.py).
+    issuers: tuple[Issuer, ...] = ()
+    # How often each issuer's JWKS is fetched anyway; and the least time between two fetches
+    # for tokens naming a key id that is not held, so made-up ones cannot flood the provider.
+    jwks_refresh_seconds: float = 300.0
+    jwks_refetch_interval_seconds: float = 10.0
     # Protections, on in every profile (sized so the contract's legitimate queries pass).
     max_body_bytes: int = 64 * 1024
     max_websocket_message_bytes: int = 64 * 1024
@@ -141,6 +148,23 @@ def _tokens(value: Any) -> tuple[Token, ...]:
     return tuple(Token.parse(entry, f"[{index}]") for index, entry in enumerate(value))
 
 
+def _issuers(value: Any) -> tuple[Issuer, ...]:
+    """A list of issuer objects, or (from the environment) the same list as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("must be a JSON list of issuer objects") from None
+    if not isinstance(value, list):
+        raise ValueError("must be a list of issuer objects")
+    issuers = tuple(Issuer.parse(entry, f"[{index}]") for index, entry in enumerate(value))
+    names = [issuer.issuer for issuer in issuers]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ValueError(f"[{index}].issuer: {name!r} is listed twice")
+    return issuers
+
+
 def _profile(value: Any) -> Profile:
     if value not in ("development", "production"):
         raise ValueError(f"{value!r} is neither development nor production")
@@ -168,6 +192,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "metrics_cache_seconds": _non_negative,
     "shutdown_timeout_seconds": _positive(int),
     "tokens": _tokens,
+    "issuers": _issuers,
+    "jwks_refresh_seconds": _positive(float),
+    "jwks_refetch_interval_seconds": _positive(float),
     "max_body_bytes": _positive(int),
     "max_websocket_message_bytes": _positive(int),
     "max_query_depth": _positive(int),

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from api.auth import OPEN, Authenticator, Principal
+from api.auth import OPEN, Authenticator, Principal, Role
 from api.config import Settings
 from api.errors import disabled, top_level
 from api.fanout import Audiences
@@ -85,6 +85,9 @@ class Context:
         return self.services.settings.integrate_session_management
 
     def require_enabled(self) -> None:
+        """What every query and subscription asks first: may this caller read at all (a token
+        of an issuer may map to no role), and is session management on."""
+        self.principal.require(Role.READ)
         if not self.enabled:
             raise disabled()
 

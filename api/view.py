@@ -14,7 +14,7 @@ from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import process_result
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from api.auth import NOBODY, OPEN
+from api.auth import NOBODY, OPEN, Unauthenticated
 from api.context import Context, Services
 from api.graphiql import graphiql_page
 from api.limits import error_body
@@ -42,7 +42,7 @@ class GraphQLView(GraphQL[Context, None]):
             request = Request(scope, receive)
             # A GET only serves GraphiQL's page (when enabled): queries come by POST.
             if request.method == "POST":
-                if (refused := self._refuse(request)) is not None:
+                if (refused := await self._refuse(request)) is not None:
                     return await refused(scope, receive, send)
                 accept = request.headers.get("accept", "")
                 if self.fast_path and not any(kind in accept for kind in STREAMED):
@@ -56,16 +56,17 @@ class GraphQLView(GraphQL[Context, None]):
             WEBSOCKETS_OPEN.dec()
 
     @staticmethod
-    def _refuse(request: Request) -> Response | None:
+    async def _refuse(request: Request) -> Response | None:
         """A response refusing the POST, or None after recording who sent it."""
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             return refusal(415, "VALIDATION", "Send GraphQL as application/json.")
         services: Services = request.app.state.services
-        principal = services.authenticator.authenticate(request.headers.get("authorization"))
-        if principal is None:
-            message = "A valid bearer token is required."
-            return refusal(401, "UNAUTHENTICATED", message, **{"www-authenticate": "Bearer"})
+        try:
+            principal = await services.authenticator.identify(request.headers.get("authorization"))
+        except Unauthenticated as refused:
+            headers = {"www-authenticate": "Bearer"}
+            return refusal(401, "UNAUTHENTICATED", refused.reason, **headers)
         request.state.principal = principal
         return None
 
@@ -125,13 +126,14 @@ class GraphQLView(GraphQL[Context, None]):
         return graphiql_page() or await super().render_graphql_ide(request)
 
     async def on_ws_connect(self, context: Context) -> None:
-        """Authenticate from connection_init's payload; a refusal closes with 4403."""
-        principal = context.services.authenticator.authenticate(
-            context.connection_params.get("authorization")
-        )
-        if principal is None:
-            raise ConnectionRejectionError()
-        context.principal = principal
+        """Authenticate from connection_init's payload; a refusal closes with 4403, and so
+        does the token's expiry later (api/websocket.py)."""
+        try:
+            context.principal = await context.services.authenticator.identify(
+                context.connection_params.get("authorization")
+            )
+        except Unauthenticated:
+            raise ConnectionRejectionError() from None
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         services: Services = request.app.state.services

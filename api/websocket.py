@@ -1,6 +1,9 @@
-"""The graphql-transport-ws handler: Strawberry's, with strict message shapes, a rate limit and
-events delivered by api/fanout.py."""
+"""The graphql-transport-ws handler: Strawberry's, with strict message shapes, a rate limit,
+events delivered by api/fanout.py, and an end when the connection's token expires."""
 
+import asyncio
+import contextlib
+import time
 from typing import Any, cast
 
 import strawberry
@@ -9,12 +12,17 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
     Message,
     SubscribeMessage,
 )
 
 from api.context import Context
 from api.fanout import SUBSCRIBING, SubscribeRequest
+
+# graphql-transport-ws's "Forbidden", with a reason that tells a client to come back with a new
+# token (and `after:` its last cursor, so that it misses nothing).
+TOKEN_EXPIRED = (4403, "token expired")
 
 
 def _malformed(message: Any) -> str | None:
@@ -37,6 +45,26 @@ def _malformed(message: Any) -> str | None:
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     context: Context
+    _expiry: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        expires_at = self.context.principal.expires_at
+        if self.connection_acknowledged and expires_at is not None and self._expiry is None:
+            self._expiry = asyncio.create_task(self._close_at(expires_at))
+
+    async def _close_at(self, expires_at: float) -> None:
+        # Wall-clock time, as the token's exp is: sleep until then, however long.
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            await self.websocket.close(*TOKEN_EXPIRED)
+
+    async def shutdown(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        await super().shutdown()
 
     async def handle_message(self, message: Message) -> None:
         if (reason := _malformed(message)) is not None:

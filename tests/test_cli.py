@@ -2,6 +2,7 @@
 app it serves in each process."""
 
 import gc
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.app import GC_THRESHOLD, create_served_app
 from tests.client import Client
+from tests.identity import AUDIENCE, ISSUER, SigningKey
 from tests.services import COMMAND, Served, free_port, service_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,3 +130,17 @@ def test_unsafe_or_invalid_set_ups_are_refused_naming_the_fix(
     )
     assert result.returncode == 2
     assert named in result.stderr
+
+
+def test_serve_with_only_issuers_configured_is_not_open_and_may_listen_beyond_loopback(
+    tmp_path: Path,
+) -> None:
+    """Issuers protect the service as tokens do: no ALLOW_OPEN_NETWORK needed."""
+    key = SigningKey.rsa()
+    issuers = [{"issuer": ISSUER, "audience": AUDIENCE, "publicKeys": [key.jwk]}]
+    env = service_environment(
+        f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", SESSION_SERVICE_ISSUERS=json.dumps(issuers)
+    )
+    with Served(env, "--host", "0.0.0.0", cwd=tmp_path) as server:
+        response = httpx.post(f"{server.url}/graphql", json={"query": "{ __typename }"})
+        assert response.status_code == 401

@@ -135,7 +135,14 @@ async function run() {
       }
       if (["UNAUTHENTICATED", "FORBIDDEN", "HTTP 401"].includes(error.code) || error.closeCode === 4403) {
         state.cursor = null;
-        setConnection("unauthorized", "The service refused the token: enter one above.");
+        // An identity provider's token ends the socket at its exp: ask for a fresh one.
+        const expired = error.closeCode === 4403 && error.closeReason === "token expired";
+        setConnection(
+          "unauthorized",
+          expired
+            ? "The token expired: enter a new one above."
+            : "The service refused the token: enter one above.",
+        );
         await pause(60000);
         attempt = 0;
         continue;

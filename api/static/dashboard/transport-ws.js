@@ -7,9 +7,10 @@ const ACK_TIMEOUT_MS = 10000;
 
 // Why a subscription ended without completing: a close code, or the GraphQL error's code.
 export class SubscriptionEnded extends Error {
-  constructor(message, { closeCode = null, code = null, acknowledged = false } = {}) {
+  constructor(message, { closeCode = null, closeReason = "", code = null, acknowledged = false } = {}) {
     super(message);
     this.closeCode = closeCode;
+    this.closeReason = closeReason;
     this.code = code;
     this.acknowledged = acknowledged;
   }
@@ -54,7 +55,7 @@ export function subscribe({ url, connectionParams, query, variables, onNext, onA
     socket.onerror = () => {}; // onclose follows with the code
     socket.onclose = (event) => {
       const reason = event.reason ? `: ${event.reason}` : "";
-      fail(`socket closed with ${event.code}${reason}`, { closeCode: event.code });
+      fail(`socket closed with ${event.code}${reason}`, { closeCode: event.code, closeReason: event.reason });
     };
     socket.onmessage = (event) => {
       let message;
