@@ -137,3 +137,34 @@ def test_a_body_that_is_not_an_object_is_refused_with_400_on_the_fast_path(
         status, content_type, text = _answer(fast.url, body)
         assert (status, content_type) == (400, "text/plain; charset=utf-8"), body
         assert text == b"The request body must be a JSON object."
+
+
+HOSTILE: list[tuple[bytes, str]] = [
+    (b"\xff\xfe not UTF-8 \xc3\x28", "application/json"),
+    (
+        '{"query": "{ __typename }", "x": "é"}'.encode("latin-1"),
+        "application/json; charset=latin-1",
+    ),
+    (b"[" * 10_000 + b"]" * 10_000, "application/json"),
+    (b'{"query": "{ __typename }", "variables": {"n": ' + b"9" * 5000 + b"}}", "application/json"),
+    (b"1e400", "application/json"),
+]
+
+
+def test_hostile_bodies_are_refused_with_400_and_the_server_keeps_answering(
+    servers: tuple[LiveServer, LiveServer],
+) -> None:
+    """Invalid UTF-8, a declared charset, nesting far past any limit, a 5,000-digit integer:
+    each a 400 with a reason, never a 500."""
+    fast, _ = servers
+    for body, content_type in HOSTILE:
+        response = httpx.post(
+            f"{fast.url}/graphql", content=body, headers={"content-type": content_type}
+        )
+        assert response.status_code == 400, (body[:40], response.text)
+        assert response.text in (
+            "Unable to parse request body as JSON",
+            "The request body must be a JSON object.",
+        )
+    with Client(fast.url) as client:
+        assert client.data("{ __typename }") == {"__typename": "Query"}
