@@ -91,3 +91,11 @@ def report(errors: list[GraphQLError], operation_name: str | None, hide_suggesti
                 error.path,
                 exc_info=error.original_error,
             )
+
+
+def reported(
+    errors: list[GraphQLError], operation_name: str | None, hide_suggestions: bool
+) -> list[GraphQLError]:
+    """The errors reported (counted and, if unexpected, logged), then as clients see them."""
+    report(errors, operation_name, hide_suggestions)
+    return [coded(error, hide_suggestions) for error in errors]

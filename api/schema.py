@@ -21,7 +21,7 @@ from api.config import Settings
 from api.executor import PerEventExecutor
 from api.extension import Documents, OperationPolicy, observe
 from api.limits import max_directives_rule
-from api.masking import coded, report
+from api.masking import report, reported
 from api.mutations import Mutation
 from api.queries import Query
 from api.subscriptions import Subscription
@@ -117,8 +117,7 @@ class SessionSchema(strawberry.Schema):
                 operation_type.value, operation_name, started, [failure], request_id
             )
         if result.errors:
-            report(result.errors, operation_name, self.hide_suggestions)
-            result.errors = [coded(error, self.hide_suggestions) for error in result.errors]
+            result.errors = reported(result.errors, operation_name, self.hide_suggestions)
         observe(kind, operation_name, started, result.errors, request_id, self.log_all)
         return ExecutionResult(data=result.data, errors=result.errors)
 
@@ -131,8 +130,7 @@ class SessionSchema(strawberry.Schema):
         request_id: str | None,
     ) -> ExecutionResult:
         """An operation that failed before or instead of executing: no data."""
-        report(errors, operation_name, self.hide_suggestions)
-        errors = [coded(error, self.hide_suggestions) for error in errors]
+        errors = reported(errors, operation_name, self.hide_suggestions)
         observe(operation_type, operation_name, started, errors, request_id, self.log_all)
         return ExecutionResult(data=None, errors=errors)
 

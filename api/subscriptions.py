@@ -9,7 +9,7 @@ from strawberry.types import Info
 from api.context import Context
 from api.errors import ApiError, top_level
 from api.fanout import SUBSCRIBING, Audience, Delivery
-from api.masking import coded, report
+from api.masking import reported
 from api.types import SessionEvent
 from models import DomainError, EventFilter, EventKind, EventRecord, decode_cursor
 
@@ -40,8 +40,7 @@ async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Del
         return SessionEvent.from_row(event, services.event_loaders.get(event.cursor, scope))
 
     def finish(errors: list[GraphQLError]) -> list[GraphQLError]:
-        report(errors, message.operation_name, hide_suggestions)
-        return [coded(error, hide_suggestions) for error in errors]
+        return reported(errors, message.operation_name, hide_suggestions)
 
     audience = services.audiences.join(
         message.audience(scope), lambda: Audience(message.executor(context), root, finish)
