@@ -28,7 +28,12 @@ def _document(error: GraphQLError) -> bool:
 
 
 # Errors the drivers raise: a database error of any kind is counted.
-DATABASE_ERRORS_RAISED = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS_RAISED = (
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 # SQLSTATE classes of a database that cannot serve: connection exception, insufficient
 # resources, operator intervention (shutdown), and a database that does not exist (3D000).
 UNAVAILABLE_STATES = ("08", "53", "57", "3D")
@@ -38,11 +43,11 @@ def _unavailable(error: BaseException | None) -> bool:
     """A failure to reach the database, as opposed to a bug: the client may retry."""
     if isinstance(error, asyncpg.PostgresError):
         return str(error.sqlstate or "").startswith(UNAVAILABLE_STATES)
-    # asyncpg's InterfaceError: the connection was lost or closed under the statement; SQLite's
-    # OperationalError: the file is locked or cannot be opened.
-    return isinstance(
-        error, OSError | TimeoutError | asyncpg.InterfaceError | sqlite3.OperationalError
-    )
+    # asyncpg's InterfaceError and InternalClientError: the connection was lost, closed or
+    # left mid-operation under the statement (the connection is then discarded, see
+    # models/database.py); SQLite's OperationalError: the file is locked or cannot be opened.
+    lost = asyncpg.InterfaceError | asyncpg.InternalClientError
+    return isinstance(error, OSError | TimeoutError | lost | sqlite3.OperationalError)
 
 
 def document_error(error: GraphQLError, hide_suggestions: bool) -> GraphQLError:

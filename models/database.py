@@ -133,7 +133,7 @@ class Database:
         if not self._ready:
             await self._open()
         if self._pool is not None:
-            async with self._pool.acquire(timeout=POOL_TIMEOUT_SECONDS) as driver:
+            async with self._pooled() as driver:
                 yield _Postgres(self, driver)
             return
         connection = await self._readers.get()
@@ -169,10 +169,7 @@ class Database:
         if not self._ready:
             await self._open()
         if self._pool is not None:
-            async with (
-                self._pool.acquire(timeout=POOL_TIMEOUT_SECONDS) as driver,
-                driver.transaction(),
-            ):
+            async with self._pooled() as driver, driver.transaction():
                 yield _Postgres(self, driver)
             return
         assert self._writer is not None  # opened above
@@ -185,6 +182,20 @@ class Database:
                 await _rollback(writer)
                 raise
             await writer.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection that is never reused once it failed below SQL: asyncpg's reset,
+        which we skip, would have found it broken (a database restart left one "with another
+        operation in progress" for the next request)."""
+        assert self._pool is not None
+        async with self._pool.acquire(timeout=POOL_TIMEOUT_SECONDS) as driver:
+            try:
+                yield driver
+            except BaseException as error:
+                if _broken(error):
+                    driver.terminate()
+                raise
 
     # -- statements that differ by backend ----------------------------------------------------
 
@@ -284,6 +295,13 @@ async def _rollback(connection: Connection) -> None:
         await connection.execute("ROLLBACK")
     except Exception as error:  # a failed transaction that cannot end is ended by SQLite itself
         logger.warning("could not roll back a write: %r", error)
+
+
+def _broken(error: BaseException) -> bool:
+    """A failure of the connection itself, as opposed to one of the statement."""
+    if isinstance(error, asyncpg.PostgresError):
+        return str(error.sqlstate or "").startswith(("08", "57P"))
+    return isinstance(error, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError)
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
