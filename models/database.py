@@ -8,9 +8,10 @@ switch). SQLAlchemy and Alembic still own the schema: `migrate` runs them on an 
 
 import asyncio
 import logging
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -93,6 +94,11 @@ def _numbered(sql: str) -> str:
     return "".join(f"{part}${index}" for index, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
+async def _end_snapshot(connection: "_SQLite") -> None:
+    with suppress(sqlite3.OperationalError):  # BEGIN failed: there is no transaction to end
+        await connection.execute("ROLLBACK")
+
+
 class Database:
     """The connections of one process. Writes are serialised: on SQLite by one writer
     connection behind a lock, in `BEGIN IMMEDIATE` (concurrent writers gave second-long tails
@@ -157,11 +163,15 @@ class Database:
                 ):
                     yield connection
                 return
-            await connection.execute("BEGIN")
             try:
+                await connection.execute("BEGIN")
                 yield connection
             finally:
-                await connection.execute("ROLLBACK")
+                # Even when cancelled during BEGIN (which aiosqlite's thread still runs), and
+                # shielded: graphql-core cancels the siblings of a field whose error nulls their
+                # parent, and a reader that went back to the pool inside its transaction failed
+                # every later snapshot on it. Queued before the pool hands the connection out.
+                await asyncio.shield(_end_snapshot(connection))
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
