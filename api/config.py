@@ -78,6 +78,9 @@ class Settings:
     # Queries and mutations POSTed as JSON skip Strawberry's HTTP view (api/view.py). Off, every
     # request takes Strawberry's: the same answers, slower (tests/test_fast_path.py).
     http_fast_path: bool = True
+    # Queries on the fast path are answered from compiled plans (api/compiled.py). Off, every
+    # query goes through graphql-core: the same answers, slower (tests/test_compiled.py).
+    compiled_execution: bool = True
 
     @property
     def development(self) -> bool:
@@ -212,6 +215,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_format": _log_format,
     "log_operations": _log_operations,
     "http_fast_path": _boolean,
+    "compiled_execution": _boolean,
 }
 _LIMIT_PARSER = _positive(int)
 

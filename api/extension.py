@@ -10,6 +10,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, specified_rules
@@ -22,7 +23,15 @@ from api.metrics import OPERATION_SECONDS
 
 log = logging.getLogger("session_service.operations")
 
-Checked = tuple[DocumentNode, list[GraphQLError]]
+
+@dataclass(slots=True)
+class Checked:
+    """A parsed document, its validation errors, and the compiled plans of its operations by
+    name (api/compiled.py), which live as long as it does."""
+
+    document: DocumentNode
+    errors: list[GraphQLError]
+    plans: dict[str | None, Any] = field(default_factory=dict)
 
 
 class Documents:
@@ -43,7 +52,8 @@ class Documents:
             self._checked.move_to_end(query)
             return found
         document = parse(query, max_tokens=self.max_tokens)
-        found = self._checked[query] = (document, validate_document(schema, document, self.rules))
+        found = Checked(document, validate_document(schema, document, self.rules))
+        self._checked[query] = found
         if len(self._checked) > self.size:
             self._checked.popitem(last=False)
         return found
@@ -118,9 +128,8 @@ class OperationPolicy(SchemaExtension):
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         if context.query is not None:
-            context.graphql_document, self._errors = self.documents.check(
-                context.schema._schema, context.query
-            )
+            checked = self.documents.check(context.schema._schema, context.query)
+            context.graphql_document, self._errors = checked.document, checked.errors
         yield
 
     def on_validate(self) -> Iterator[None]:

@@ -1,16 +1,29 @@
 """Per-operation DataLoaders: every nested field of a kind resolves in one batched read."""
 
+import asyncio
 from asyncio import Future
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from strawberry.dataloader import DataLoader
 
 from models import Direction, SessionReader, SessionRecord, TreeNode, Written
 
 WalkKey = tuple[str, Direction, int]
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Loader(DataLoader[K, V]):
+    """A DataLoader whose cached futures survive a cancelled caller. graphql-core cancels the
+    siblings of a field whose error nulls their parent, and cancelling a task cancels the
+    future it awaits: without the shield that is the cached future every other field loading
+    the same key awaits too, and they fail with CancelledError (a 500) instead of a value."""
+
+    def load(self, key: K) -> Awaitable[V]:
+        return asyncio.shield(super().load(key))
 
 
 class Loaders:
@@ -22,27 +35,27 @@ class Loaders:
 
     @cached_property
     def session(self) -> DataLoader[str, SessionRecord | None]:
-        return DataLoader(self._sessions)
+        return Loader(self._sessions)
 
     @cached_property
     def details(self) -> DataLoader[str, list[tuple[str, str]]]:
-        return DataLoader(_by_key(self.reader.details))
+        return Loader(_by_key(self.reader.details))
 
     @cached_property
     def streams(self) -> DataLoader[str, list[str]]:
-        return DataLoader(_by_key(self.reader.streams))
+        return Loader(_by_key(self.reader.streams))
 
     @cached_property
     def children(self) -> DataLoader[str, list[str]]:
-        return DataLoader(_by_key(self.reader.children))
+        return Loader(_by_key(self.reader.children))
 
     @cached_property
     def parents(self) -> DataLoader[str, list[str]]:
-        return DataLoader(_by_key(self.reader.parents))
+        return Loader(_by_key(self.reader.parents))
 
     @cached_property
     def walk(self) -> DataLoader[WalkKey, list[TreeNode]]:
-        return DataLoader(self._walks)
+        return Loader(self._walks)
 
     def prime(self, written: Written) -> None:
         """What a mutation's transaction read or wrote, so that its answer needs no read."""
@@ -57,16 +70,12 @@ class Loaders:
             self.children.prime(key, written.children, force=True)
 
     async def sessions(self, keys: Sequence[str]) -> list[SessionRecord | None]:
-        """Many sessions through the session loader (batched with every other load), awaited
-        one by one: DataLoader.load_many gathers them, which cost a fifth of a 1,000-session
-        walk. They resolve together, so after the first wait the rest are done."""
-        pending = [cast("Future[SessionRecord | None]", self.session.load(key)) for key in keys]
-        try:
-            return [await future for future in pending]
-        finally:
-            for future in pending:  # a failed batch fails them all: mark each one seen
-                if future.done() and not future.cancelled():
-                    future.exception()
+        """Many sessions through the session loader, batched with every other load."""
+        return await each(self.session, keys)
+
+    async def readable(self, keys: Sequence[str]) -> list[SessionRecord]:
+        """The sessions of `keys` that the caller may read, in order: others stay hidden."""
+        return [row for row in await self.sessions(keys) if row is not None]
 
     async def load_with_details(self, key: str) -> SessionRecord | None:
         """The session, its details primed: one read where two batches would take two."""
@@ -90,6 +99,19 @@ class Loaders:
             trees = await self.reader.walk(starts, direction, depth)
             found.update(((start, direction, depth), trees[start]) for start in starts)
         return [found[key] for key in keys]
+
+
+async def each(loader: DataLoader[K, V], keys: Sequence[K]) -> list[V]:
+    """Many keys of one loader, awaited one by one: DataLoader.load_many gathers them, which
+    cost a fifth of a 1,000-session walk. All are asked for before the first wait, so they
+    resolve in one batch, and after the first wait the rest are done."""
+    pending = [cast("Future[V]", loader.load(key)) for key in keys]
+    try:
+        return [await future for future in pending]
+    finally:
+        for future in pending:  # a failed batch fails them all: mark each one seen
+            if future.done() and not future.cancelled():
+                future.exception()
 
 
 def _by_key(

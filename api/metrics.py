@@ -36,6 +36,13 @@ OPERATION_SECONDS = Histogram(
     "Time to execute a GraphQL operation (a subscription: its whole life, observed when it ends).",
     ["operation_type"],
 )
+EXECUTIONS = Counter(
+    "session_service_graphql_executions_total",
+    "Queries and mutations over HTTP by how they were answered: compiled (from a plan), "
+    "standard (graphql-core), fallback (a plan gave the request to graphql-core, as it does "
+    "for every answer with errors).",
+    ["path"],
+)
 WEBSOCKETS_OPEN = Gauge(
     "session_service_websocket_connections",
     "Open WebSocket connections.",

@@ -1,4 +1,11 @@
-"""The Query root: sessions by key, live, filtered and paged; data sources; snapshots."""
+"""The Query root: sessions by key, live, filtered and paged; data sources; snapshots.
+
+Each field's reads are a function of the context and the field's arguments, returning records:
+the resolvers below wrap them in the GraphQL types, and compiled execution (api/compiled.py)
+answers from the records directly. Both paths share every check and read.
+"""
+
+from dataclasses import dataclass
 
 import strawberry
 from strawberry.types import Info
@@ -8,10 +15,58 @@ from api.context import Context
 from api.errors import top_level
 from api.inputs import SessionFilterInput
 from api.types import DataSource, PageInfo, Session, SessionConnection, SessionEdge, SessionSnapshot
-from models import InvalidInput, SessionFilter, encode_cursor
-from models.queries import encode_page_cursor
+from models import InvalidInput, SessionFilter, SessionRecord, encode_cursor
+from models.queries import Page
 
 ContextInfo = Info[Context, None]
+
+
+@dataclass(frozen=True, slots=True)
+class FilteredPage:
+    page: Page
+    where: SessionFilter
+
+
+async def read_session(context: Context, key: str, with_details: bool) -> SessionRecord | None:
+    """The session, and its details in the same statement when they will be asked for."""
+    context.require_enabled()
+    context.require_key(key, "key")
+    loaders = context.loaders
+    if with_details:
+        return await loaders.load_with_details(key)
+    return await loaders.session.load(key)
+
+
+async def read_current(context: Context, data_source: str | None) -> list[SessionRecord]:
+    context.require_enabled()
+    context.require_data_source(data_source)
+    return await context.loaders.reader.current(data_source)
+
+
+async def read_page(
+    context: Context, filter: SessionFilterInput | None, first: int, after: str | None
+) -> FilteredPage:
+    context.require_enabled()
+    where = filter.to_domain() if filter else SessionFilter()
+    context.require_data_source(where.data_source, "filter.dataSource")
+    try:
+        page = await context.loaders.reader.page(where, first, after)
+    except InvalidInput as error:
+        raise top_level(error) from error
+    return FilteredPage(page, where)
+
+
+async def read_data_sources(context: Context) -> list[tuple[str, int, int]]:
+    context.require_enabled()
+    return await context.loaders.reader.data_sources()
+
+
+async def read_snapshot(
+    context: Context, data_source: str | None
+) -> tuple[int, list[SessionRecord]]:
+    context.require_enabled()
+    context.require_data_source(data_source)
+    return await context.loaders.reader.snapshot(data_source)
 
 
 def _selects(info: ContextInfo, name: str) -> bool:
@@ -27,26 +82,15 @@ def _selects(info: ContextInfo, name: str) -> bool:
 class Query:
     @strawberry.field(description="The session with this key, or null.")
     async def session(self, info: ContextInfo, key: strawberry.ID) -> Session | None:
-        context = info.context
-        context.require_enabled()
-        context.require_key(key, "key")
-        loaders = context.loaders
-        if _selects(info, "details"):
-            row = await loaders.load_with_details(key)
-        else:
-            row = await loaders.session.load(key)
-        return None if row is None else Session.from_row(row, loaders)
+        row = await read_session(info.context, key, _selects(info, "details"))
+        return None if row is None else Session.from_row(row, info.context.loaders)
 
     @strawberry.field(description="Live sessions, oldest first; of one data source when given.")
     async def current_sessions(
         self, info: ContextInfo, data_source: str | None = None
     ) -> list[Session]:
-        context = info.context
-        context.require_enabled()
-        context.require_data_source(data_source)
-        loaders = context.loaders
-        rows = await loaders.reader.current(data_source)
-        return [Session.from_row(row, loaders) for row in rows]
+        rows = await read_current(info.context, data_source)
+        return [Session.from_row(row, info.context.loaders) for row in rows]
 
     @strawberry.field(
         description="All sessions matching the filter, newest first, by cursor pages "
@@ -59,33 +103,20 @@ class Query:
         first: int = 50,
         after: str | None = None,
     ) -> SessionConnection:
-        context = info.context
-        context.require_enabled()
-        where = filter.to_domain() if filter else SessionFilter()
-        context.require_data_source(where.data_source, "filter.dataSource")
-        loaders = context.loaders
-        try:
-            page = await loaders.reader.page(where, first, after)
-        except InvalidInput as error:
-            raise top_level(error) from error
-        last = page.rows[-1] if page.rows else None
+        found = await read_page(info.context, filter, first, after)
+        loaders = info.context.loaders
         return SessionConnection(
-            edges=[SessionEdge(node=Session.from_row(row, loaders)) for row in page.rows],
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                end_cursor=encode_page_cursor(last.created_at, last.key) if last else None,
-            ),
-            where=where,
+            edges=[SessionEdge(node=Session.from_row(row, loaders)) for row in found.page.rows],
+            page_info=PageInfo(has_next_page=found.page.has_next, end_cursor=found.page.end_cursor),
+            where=found.where,
             loaders=loaders,
         )
 
     @strawberry.field(description="Every data source that has sessions, by name.")
     async def data_sources(self, info: ContextInfo) -> list[DataSource]:
-        context = info.context
-        context.require_enabled()
         return [
             DataSource(name=name, live_sessions=live, total_sessions=total)
-            for name, live, total in await context.loaders.reader.data_sources()
+            for name, live, total in await read_data_sources(info.context)
         ]
 
     @strawberry.field(
@@ -95,11 +126,8 @@ class Query:
     async def session_snapshot(
         self, info: ContextInfo, data_source: str | None = None
     ) -> SessionSnapshot:
-        context = info.context
-        context.require_enabled()
-        context.require_data_source(data_source)
-        loaders = context.loaders
-        cursor, rows = await loaders.reader.snapshot(data_source)
+        cursor, rows = await read_snapshot(info.context, data_source)
+        loaders = info.context.loaders
         return SessionSnapshot(
             cursor=encode_cursor(cursor), sessions=[Session.from_row(r, loaders) for r in rows]
         )

@@ -17,6 +17,7 @@ from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from api.compiled import Compiler
 from api.config import Settings
 from api.executor import PerEventExecutor
 from api.extension import Documents, OperationPolicy, observe
@@ -44,10 +45,12 @@ class SessionSchema(strawberry.Schema):
         hide_suggestions: bool,
         log_all: bool,
         fast_path: bool = True,
+        compiled: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.fast_path = fast_path
+        self.compiler = Compiler(self) if compiled else None
         self.documents = documents
         self.hide_suggestions = hide_suggestions
         self.log_all = log_all
@@ -82,12 +85,13 @@ class SessionSchema(strawberry.Schema):
             raise MissingQueryError
         request_id = getattr(context, "request_id", None)
         try:
-            document, errors = self.documents.check(self._schema, query)
+            checked = self.documents.check(self._schema, query)
         except GraphQLError as error:
             return self._failed("invalid", operation_name, started, [error], request_id)
         except Exception as error:  # a document too deep for the parser, say
             failure = GraphQLError(str(error), original_error=error)
             return self._failed("invalid", operation_name, started, [failure], request_id)
+        document, errors = checked.document, checked.errors
         operation = _operation(document, operation_name)
         if operation is None:
             raise CannotGetOperationTypeError(operation_name)
@@ -98,6 +102,13 @@ class SessionSchema(strawberry.Schema):
         kind = operation_type.value
         if errors:
             return self._failed(kind, operation_name, started, errors, request_id)
+        if self.compiler is not None and context is not None:
+            data = await self.compiler.answer(
+                checked.plans, document, operation, variable_values, context
+            )
+            if data is not None:
+                observe(kind, operation_name, started, None, request_id, self.log_all)
+                return ExecutionResult(data=data, errors=None)
         try:
             result = execute(
                 self._schema,
@@ -182,4 +193,5 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         hide_suggestions=hide_suggestions,
         log_all=log_all,
         fast_path=settings.http_fast_path,
+        compiled=settings.compiled_execution,
     )

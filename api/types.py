@@ -1,8 +1,9 @@
 """The GraphQL object types: sessions, their hierarchy, pages, data sources and events."""
 
+from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime
-from typing import Self
+from typing import Self, TypeVar
 
 import strawberry
 
@@ -30,6 +31,31 @@ strawberry.enum(EventKind, name="SessionEventKind")
 
 MAX_WALK_DEPTH = 32
 RECORD_FIELDS = tuple(field.name for field in fields(SessionRecord))
+T = TypeVar("T")
+
+
+def is_complete(row: SessionRecord) -> bool:
+    return row.status is SessionStatus.ENDED
+
+
+def check_depth(max_depth: int) -> None:
+    if not 1 <= max_depth <= MAX_WALK_DEPTH:
+        raise invalid_argument("maxDepth", f"must be between 1 and {MAX_WALK_DEPTH}")
+
+
+def reached(
+    start: str, nodes: list[TreeNode], readable: Mapping[str, T]
+) -> list[tuple[TreeNode, T]]:
+    """The nodes of a walk from `start` the caller sees, each with its readable session. The
+    walk stops at sessions the caller may not read: nothing is reached through them."""
+    found: list[tuple[TreeNode, T]] = []
+    seen = {start}
+    for node in nodes:  # breadth first: a node's via is decided before the node
+        session = readable.get(node.key)
+        if session is not None and node.via_key in seen:
+            seen.add(node.key)
+            found.append((node, session))
+    return found
 
 
 @strawberry.type
@@ -66,12 +92,11 @@ class Session:
         """The record's fields (tests/test_records.py: they are the table's columns and this
         type's fields), and what follows from them."""
         named = {name: getattr(row, name) for name in RECORD_FIELDS}
-        return cls(**named, is_complete=row.status is SessionStatus.ENDED, loaders=loaders)
+        return cls(**named, is_complete=is_complete(row), loaders=loaders)
 
     @classmethod
     async def load_many(cls, keys: list[str], loaders: Loaders) -> list[Self]:
-        rows = await loaders.sessions(keys)
-        return [cls.from_row(row, loaders) for row in rows if row is not None]
+        return [cls.from_row(row, loaders) for row in await loaders.readable(keys)]
 
     @strawberry.field(
         description="Names of the data streams grouped by this session, in the order they were "
@@ -121,21 +146,14 @@ class Session:
         return await self._walk(Direction.UP, max_depth)
 
     async def _walk(self, direction: Direction, max_depth: int) -> list["SessionTreeNode"]:
-        if not 1 <= max_depth <= MAX_WALK_DEPTH:
-            raise invalid_argument("maxDepth", f"must be between 1 and {MAX_WALK_DEPTH}")
+        check_depth(max_depth)
         nodes: list[TreeNode] = await self.loaders.walk.load((self.key, direction, max_depth))
         loaded = await Session.load_many([node.key for node in nodes], self.loaders)
-        readable = {session.key: session for session in loaded}
-        # The walk stops at sessions the caller may not read: nothing is reached through them.
-        found: list[SessionTreeNode] = []
-        reached = {self.key}
-        for node in nodes:  # breadth first: a node's via is decided before the node
-            session = readable.get(strawberry.ID(node.key))
-            if session is not None and node.via_key in reached:
-                reached.add(session.key)
-                via = strawberry.ID(node.via_key)
-                found.append(SessionTreeNode(depth=node.depth, via_key=via, session=session))
-        return found
+        readable: dict[str, Session] = {session.key: session for session in loaded}
+        return [
+            SessionTreeNode(depth=node.depth, via_key=strawberry.ID(node.via_key), session=session)
+            for node, session in reached(self.key, nodes, readable)
+        ]
 
 
 @strawberry.type

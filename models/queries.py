@@ -65,11 +65,20 @@ class Page:
     rows: list[SessionRecord]
     has_next: bool
 
+    @property
+    def end_cursor(self) -> str | None:
+        return page_cursor(self.rows[-1]) if self.rows else None
+
 
 def encode_page_cursor(created_at: datetime, key: str) -> str:
     """The cursor after the session created at `created_at` with `key`, newest first."""
     raw = json.dumps([created_at.isoformat(), key])
     return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def page_cursor(row: SessionRecord) -> str:
+    """The cursor of a page's edge: the page after it starts below this session."""
+    return encode_page_cursor(row.created_at, row.key)
 
 
 def decode_page_cursor(cursor: str) -> tuple[datetime, str]:

@@ -1,0 +1,544 @@
+"""Compiled execution of queries: a document planned once, then answered without graphql-core.
+
+graphql-core completes every field of every object through its general machinery (an info
+object, a resolver call, awaitable checks, a completion per value): some 5 µs a field, so a page
+of 100 sessions with 8 fields spent most of its time there. A `Plan` is built once per document,
+operation and value of the variables its @skip/@include directives read, from graphql-core's own
+field collection (so fragments, aliases and directives mean exactly what they mean there). For
+each selected field it holds where the values come from, for a whole batch of parents at once
+(a record's column, or one loader read for the batch), and how they become JSON (the schema's
+own scalar and enum serialisers). Running it fills the response level by level.
+
+Only answers without errors are compiled. A field that fails, a non-null field without a value,
+variables that do not coerce: the plan gives up (`Fallback`) and graphql-core answers the whole
+operation, so every error, partial result and location is the standard executor's own. A query
+has no side effects, so trying it twice changes nothing. Documents the planner does not know
+(introspection, mutations, a field without a compiled source) always take the standard path.
+tests/test_compiled.py runs generated documents both ways and compares the bytes.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter, itemgetter
+from typing import Any
+
+import strawberry
+from graphql import (
+    DirectiveNode,
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLField,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    ListValueNode,
+    Node,
+    ObjectValueNode,
+    OperationDefinitionNode,
+    OperationType,
+    ValueNode,
+    VariableNode,
+    is_leaf_type,
+    is_list_type,
+    is_non_null_type,
+    is_object_type,
+)
+from graphql.execution.collect_fields import (
+    FieldDetails,
+    FragmentDetails,
+    collect_fields,
+    collect_subfields,
+)
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from strawberry.types.arguments import convert_arguments
+from strawberry.types.field import StrawberryField
+from strawberry.utils.str_converters import to_camel_case
+
+from api.context import Context
+from api.loaders import each
+from api.metrics import EXECUTIONS
+from api.queries import read_current, read_data_sources, read_page, read_session, read_snapshot
+from api.types import RECORD_FIELDS, check_depth, is_complete, reached
+from models import Direction, SessionRecord, encode_cursor
+from models.queries import page_cursor
+
+log = logging.getLogger(__name__)
+
+
+class Fallback(Exception):
+    """The plan does not answer this request: the standard executor will."""
+
+
+class Unplannable(Exception):
+    """The document selects something the planner does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a batched read is called with: the operation's context, the field's arguments as
+    its resolver takes them, and the names its selection picks."""
+
+    context: Context
+    args: dict[str, Any]
+    selects: frozenset[str]
+
+
+Read = Callable[[list[Any], Call], Awaitable[list[Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """A value taken from each parent without a read."""
+
+    value: Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """The values of a whole batch of parents, read at once."""
+
+    read: Read
+
+
+# -- where every field's values come from, by type: the records the reads return -----------
+
+
+def _root(read: Callable[[Call], Awaitable[Any]]) -> Load:
+    """A Query field: its parent is the root value, alone in its batch."""
+
+    async def load(parents: list[Any], call: Call) -> list[Any]:
+        return [await read(call)]
+
+    return Load(load)
+
+
+async def _details(parents: list[SessionRecord], call: Call) -> list[Any]:
+    return await each(call.context.loaders.details, [parent.key for parent in parents])
+
+
+async def _detail(parents: list[SessionRecord], call: Call) -> list[Any]:
+    name = call.args["name"]
+    return [dict(found).get(name) for found in await _details(parents, call)]
+
+
+async def _streams(parents: list[SessionRecord], call: Call) -> list[Any]:
+    return await each(call.context.loaders.streams, [parent.key for parent in parents])
+
+
+async def _linked(which: str, parents: list[SessionRecord], call: Call) -> list[Any]:
+    """Each parent's children or parents the caller may read, in order, from one batch."""
+    loaders = call.context.loaders
+    keys = await each(getattr(loaders, which), [parent.key for parent in parents])
+    rows = iter(await loaders.sessions([key for linked in keys for key in linked]))
+    return [
+        [row for _, row in zip(linked, rows, strict=False) if row is not None] for linked in keys
+    ]
+
+
+async def _associate_keys(parents: list[SessionRecord], call: Call) -> list[Any]:
+    return [[row.key for row in rows] for rows in await _linked("children", parents, call)]
+
+
+async def _walk(direction: Direction, parents: list[SessionRecord], call: Call) -> list[Any]:
+    depth = call.args["max_depth"]
+    check_depth(depth)
+    loaders = call.context.loaders
+    trees = await each(loaders.walk, [(parent.key, direction, depth) for parent in parents])
+    rows = await loaders.readable([node.key for nodes in trees for node in nodes])
+    readable = {row.key: row for row in rows}
+    return [
+        reached(parent.key, nodes, readable) for parent, nodes in zip(parents, trees, strict=True)
+    ]
+
+
+async def _count(parents: list[Any], call: Call) -> list[Any]:
+    return [await call.context.loaders.reader.count(parent.where) for parent in parents]
+
+
+SOURCES: dict[str, dict[str, Get | Load]] = {
+    "Query": {
+        "session": _root(
+            lambda call: read_session(call.context, call.args["key"], "details" in call.selects)
+        ),
+        "currentSessions": _root(
+            lambda call: read_current(call.context, call.args.get("data_source"))
+        ),
+        "sessions": _root(
+            lambda call: read_page(
+                call.context, call.args.get("filter"), call.args["first"], call.args.get("after")
+            )
+        ),
+        "dataSources": _root(lambda call: read_data_sources(call.context)),
+        "sessionSnapshot": _root(
+            lambda call: read_snapshot(call.context, call.args.get("data_source"))
+        ),
+    },
+    "Session": {
+        **{to_camel_case(name): Get(attrgetter(name)) for name in RECORD_FIELDS},
+        "isComplete": Get(is_complete),
+        "streams": Load(_streams),
+        "details": Load(_details),
+        "detail": Load(_detail),
+        "associateSessionKeys": Load(_associate_keys),
+        "associates": Load(partial(_linked, "children")),
+        "parents": Load(partial(_linked, "parents")),
+        "descendants": Load(partial(_walk, Direction.DOWN)),
+        "ancestors": Load(partial(_walk, Direction.UP)),
+    },
+    # (name, value)
+    "SessionDetail": {"name": Get(itemgetter(0)), "value": Get(itemgetter(1))},
+    # (TreeNode, SessionRecord)
+    "SessionTreeNode": {
+        "depth": Get(lambda found: found[0].depth),
+        "viaKey": Get(lambda found: found[0].via_key),
+        "session": Get(itemgetter(1)),
+    },
+    # api.queries.FilteredPage
+    "SessionConnection": {
+        "edges": Get(lambda found: found.page.rows),
+        "pageInfo": Get(attrgetter("page")),
+        "totalCount": Load(_count),
+    },
+    # SessionRecord
+    "SessionEdge": {"node": Get(lambda row: row), "cursor": Get(page_cursor)},
+    # models.queries.Page
+    "PageInfo": {
+        "hasNextPage": Get(attrgetter("has_next")),
+        "endCursor": Get(attrgetter("end_cursor")),
+    },
+    # (name, live, total)
+    "DataSource": {
+        "name": Get(itemgetter(0)),
+        "liveSessions": Get(itemgetter(1)),
+        "totalSessions": Get(itemgetter(2)),
+    },
+    # (cursor, [SessionRecord])
+    "SessionSnapshot": {
+        "cursor": Get(lambda found: encode_cursor(found[0])),
+        "sessions": Get(itemgetter(1)),
+    },
+}
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How a field's values become JSON: `serialize` for a leaf, `selection` for an object,
+    `item` for a list; `non_null` when null is not an answer the plan can give."""
+
+    non_null: bool
+    serialize: Callable[[Any], Any] | None = None
+    selection: "Selection | None" = None
+    item: "Shape | None" = None
+
+
+@dataclass(frozen=True, slots=True)
+class Arguments:
+    """A field's arguments as its resolver takes them: converted once when they name no
+    variable, else on each run from the request's variables."""
+
+    definition: GraphQLField
+    node: FieldNode
+    strawberry_field: StrawberryField | None
+    fixed: dict[str, Any] | None
+
+    def __call__(self, variables: VariableValues, convert: "Convert") -> dict[str, Any]:
+        if self.fixed is not None:
+            return self.fixed
+        return convert(self, get_argument_values(self.definition, self.node, variables))
+
+
+Convert = Callable[[Arguments, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    key: str
+    source: Get | Load | None  # None: __typename
+    shape: Shape | None
+    arguments: Arguments | None = None
+    selects: frozenset[str] = frozenset()
+    typename: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The fields selected on one object type, in response order."""
+
+    fields: tuple[Selected, ...]
+
+    async def fill(self, parents: list[Any], run: "Run") -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = [{} for _ in parents]
+        for selected in self.fields:
+            key, source, shape = selected.key, selected.source, selected.shape
+            if source is None:
+                for answer in answers:
+                    answer[key] = selected.typename
+                continue
+            if isinstance(source, Get):
+                values = list(map(source.value, parents))
+            else:
+                args = selected.arguments(run.variables, run.convert) if selected.arguments else {}
+                values = await source.read(parents, Call(run.context, args, selected.selects))
+            assert shape is not None
+            if shape.serialize is not None:
+                serialize, non_null = shape.serialize, shape.non_null
+                for answer, value in zip(answers, values, strict=True):
+                    if value is None:
+                        if non_null:
+                            raise Fallback(key)
+                        answer[key] = None
+                    else:
+                        answer[key] = serialize(value)
+            else:
+                completed = await complete(shape, values, run)
+                for answer, value in zip(answers, completed, strict=True):
+                    answer[key] = value
+        return answers
+
+
+async def complete(shape: Shape, values: list[Any], run: "Run") -> list[Any]:
+    """The JSON of a batch of values of one shape."""
+    if shape.item is not None:
+        items = [item for value in values if value is not None for item in value]
+        done = iter(await complete(shape.item, items, run))
+        answers: list[Any] = [
+            None if value is None else [next(done) for _ in value] for value in values
+        ]
+    elif shape.selection is not None:
+        present = [value for value in values if value is not None]
+        filled = iter(await shape.selection.fill(present, run))
+        answers = [None if value is None else next(filled) for value in values]
+    else:
+        serialize = shape.serialize
+        assert serialize is not None
+        answers = [None if value is None else serialize(value) for value in values]
+    if shape.non_null and None in answers:
+        raise Fallback("null in a non-null position")
+    return answers
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    context: Context
+    variables: VariableValues
+    convert: Convert
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    root: Selection
+
+    async def run(self, context: Context, variables: VariableValues, convert: Convert) -> Any:
+        (data,) = await self.root.fill([None], Run(context, variables, convert))
+        return data
+
+
+class Planner:
+    """Builds the plan of one operation of a document for one set of @skip/@include values."""
+
+    def __init__(
+        self,
+        schema: strawberry.Schema,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: VariableValues,
+    ) -> None:
+        self.strawberry = schema
+        self.schema = schema._schema
+        self.operation = operation
+        self.variables = variables
+        self.fragments = {
+            definition.name.value: FragmentDetails(definition)
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
+
+    def plan(self) -> Plan:
+        root_type = self.schema.query_type
+        assert root_type is not None
+        collected = collect_fields(
+            self.schema, self.fragments, self.variables, root_type, self.operation
+        )
+        if collected.new_defer_usages:
+            raise Unplannable("@defer")
+        return Plan(self.selection(root_type, collected.grouped_field_set))
+
+    def selection(
+        self, parent: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]
+    ) -> Selection:
+        return Selection(
+            tuple(self.selected(parent, key, details) for key, details in grouped.items())
+        )
+
+    def selected(
+        self, parent: GraphQLObjectType, key: str, details: list[FieldDetails]
+    ) -> Selected:
+        node = details[0].node
+        name = node.name.value
+        if name == "__typename":
+            return Selected(key, None, None, typename=parent.name)
+        source = SOURCES.get(parent.name, {}).get(name)
+        definition = parent.fields.get(name)
+        if source is None or definition is None:
+            raise Unplannable(f"{parent.name}.{name}")
+        selects: frozenset[str] = frozenset()
+        subfields: dict[str, list[FieldDetails]] = {}
+        named = _named(definition.type)
+        if is_object_type(named):
+            collected = collect_subfields(
+                self.schema, self.fragments, self.variables, self.operation, named, details
+            )
+            if collected.new_defer_usages:
+                raise Unplannable("@defer")
+            subfields = collected.grouped_field_set
+            selects = frozenset(d[0].node.name.value for d in subfields.values())
+        shape = self.shape(definition.type, subfields)
+        arguments = None
+        if definition.args:
+            field = self.strawberry.get_field_for_type(name, parent.name)
+            arguments = Arguments(definition, node, field, None)
+            if not any(_has_variable(argument.value) for argument in node.arguments or ()):
+                fixed = convert(self.strawberry, arguments, get_argument_values(definition, node))
+                arguments = Arguments(definition, node, field, fixed)
+        return Selected(key, source, shape, arguments, selects)
+
+    def shape(self, type_: GraphQLOutputType, subfields: dict[str, list[FieldDetails]]) -> Shape:
+        non_null = is_non_null_type(type_)
+        inner = type_.of_type if non_null else type_  # type: ignore[union-attr]
+        if is_list_type(inner):
+            return Shape(non_null, item=self.shape(inner.of_type, subfields))
+        if is_leaf_type(inner):
+            return Shape(non_null, serialize=inner.serialize)
+        if is_object_type(inner):
+            return Shape(non_null, selection=self.selection(inner, subfields))
+        raise Unplannable(f"abstract type {inner}")
+
+
+def _named(type_: Any) -> Any:
+    while hasattr(type_, "of_type"):
+        type_ = type_.of_type
+    return type_
+
+
+def _has_variable(value: ValueNode) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(_has_variable(item) for item in value.values)
+    if isinstance(value, ObjectValueNode):
+        return any(_has_variable(item.value) for item in value.fields)
+    return False
+
+
+def convert(
+    schema: strawberry.Schema, arguments: Arguments, values: dict[str, Any]
+) -> dict[str, Any]:
+    """graphql-core's coerced argument values as the field's resolver takes them."""
+    if arguments.strawberry_field is None:
+        return values
+    return convert_arguments(
+        values,
+        arguments.strawberry_field.arguments,
+        scalar_registry=schema.schema_converter.scalar_registry,
+        config=schema.config,
+    )
+
+
+def _directive_variables(nodes: Iterable[Node]) -> tuple[str, ...]:
+    """The variables that @skip and @include read anywhere in these definitions."""
+    found: list[str] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, DirectiveNode) and node.name.value in ("skip", "include"):
+            found.extend(
+                argument.value.name.value
+                for argument in node.arguments or ()
+                if isinstance(argument.value, VariableNode)
+            )
+        for key in getattr(node, "keys", ()):
+            child = getattr(node, key, None)
+            if isinstance(child, Node):
+                visit(child)
+            elif isinstance(child, tuple | list):
+                for item in child:
+                    if isinstance(item, Node):
+                        visit(item)
+
+    for node in nodes:
+        visit(node)
+    return tuple(dict.fromkeys(found))
+
+
+@dataclass
+class Compiled:
+    """One operation of one document: its plans by the values of its @skip/@include
+    variables, or none at all when the planner does not know what it selects."""
+
+    operation: OperationDefinitionNode
+    directive_variables: tuple[str, ...]
+    plannable: bool = True
+    plans: dict[tuple[Any, ...], Plan] = field(default_factory=dict)
+
+    MAX_PLANS = 16  # directive values are booleans: a few plans per operation at most
+
+
+class Compiler:
+    """Answers queries over HTTP from plans where it can. `Documents` keeps each document's
+    `Compiled` operations beside its validation, so a plan lives as long as its document."""
+
+    def __init__(self, schema: strawberry.Schema) -> None:
+        self.schema = schema
+        self.convert: Convert = partial(convert, schema)
+
+    async def answer(
+        self,
+        plans: dict[str | None, Compiled],
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        inputs: dict[str, Any] | None,
+        context: Context,
+    ) -> Any:
+        """The operation's data, or None for the standard executor to answer it."""
+        name = operation.name.value if operation.name else None
+        compiled = plans.get(name)
+        if compiled is None:
+            compiled = plans[name] = Compiled(
+                operation,
+                _directive_variables(document.definitions),
+                plannable=operation.operation is OperationType.QUERY,
+            )
+        if not compiled.plannable:
+            EXECUTIONS.labels("standard").inc()
+            return None
+        variables = get_variable_values(
+            self.schema._schema, operation.variable_definitions or (), inputs or {}
+        )
+        if not isinstance(variables, VariableValues):
+            EXECUTIONS.labels("standard").inc()  # its errors are the standard executor's
+            return None
+        values = tuple(variables.coerced.get(name) for name in compiled.directive_variables)
+        plan = compiled.plans.get(values)
+        if plan is None:
+            try:
+                plan = Planner(self.schema, document, operation, variables).plan()
+            except Unplannable as reason:
+                log.debug("not compiled: %s", reason)
+                compiled.plannable = False
+                EXECUTIONS.labels("standard").inc()
+                return None
+            if len(compiled.plans) < Compiled.MAX_PLANS:
+                compiled.plans[values] = plan
+        try:
+            data = await plan.run(context, variables, self.convert)
+        except Exception as reason:  # an error to report: graphql-core reports it
+            log.debug("compiled plan gave way to the standard executor: %r", reason)
+            context.__dict__.pop("loaders", None)  # the standard run reads afresh
+            EXECUTIONS.labels("fallback").inc()
+            return None
+        EXECUTIONS.labels("compiled").inc()
+        return data

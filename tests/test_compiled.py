@@ -1,0 +1,305 @@
+"""Compiled execution (api/compiled.py) answers exactly as graphql-core does: the same status and
+bytes for generated documents, over hierarchies, ended sessions, details and several data
+sources, for open, scoped and read-only callers. `make differential` runs more examples."""
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from graphql import build_schema
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis_graphql import queries
+from prometheus_client import REGISTRY
+
+from api.auth import Token
+from tests.client import Client
+from tests.conftest import LiveServer
+
+# Per database; `make differential` sets more.
+EXAMPLES = int(os.environ.get("SESSION_SERVICE_TEST_DIFFERENTIAL_EXAMPLES", "120"))
+ADMIN, READER_A, READER_ALL = "admin-token-0123456789", "reader-a-0123456789", "reader-0123456789"
+TOKENS = (
+    Token.parse({"token": ADMIN, "role": "admin"}, "[0]"),
+    Token.parse({"token": READER_A, "role": "read", "dataSources": ["car-a"]}, "[1]"),
+    Token.parse({"token": READER_ALL, "role": "read"}, "[2]"),
+)
+CALLERS = [ADMIN, READER_A, READER_ALL]
+SCHEMA_SDL = (Path(__file__).parent.parent / "schema.graphql").read_text()
+
+
+class Pair:
+    """The service twice on one database: compiled execution on, and off."""
+
+    def __init__(self, compiled: LiveServer, standard: LiveServer, keys: list[str]) -> None:
+        self.compiled, self.standard, self.keys = compiled, standard, keys
+
+    def answers(self, query: str, variables: dict[str, Any], token: str) -> tuple[Any, Any]:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        headers = {
+            "content-type": "application/json",
+            "authorization": f"Bearer {token}",
+            "x-request-id": "same",
+        }
+        found = []
+        for server in (self.compiled, self.standard):
+            response = httpx.post(f"{server.url}/graphql", content=body, headers=headers)
+            found.append((response.status_code, response.content))
+        return found[0], found[1]
+
+
+def _seed(url: str) -> list[str]:
+    """Two data sources; a diamond (root -> a, b -> leaf) and a chain in car-a reaching into
+    car-b; ended sessions; details and streams."""
+    with Client(url, headers={"authorization": f"Bearer {ADMIN}"}) as client:
+        leaf = client.create(dataSource="car-a", identifier="leaf", streams=["s1", "s2"])["key"]
+        other = client.create(
+            dataSource="car-b",
+            identifier="other",
+            details=[{"name": "track", "value": "Spa"}],
+            associateSessionKeys=[leaf],
+        )["key"]
+        a = client.create(
+            dataSource="car-a",
+            identifier="a",
+            details=[{"name": "track", "value": "Monza"}, {"name": "temp", "value": "22°C"}],
+            associateSessionKeys=[leaf, other],
+        )["key"]
+        b = client.create(dataSource="car-a", identifier="b", associateSessionKeys=[leaf])["key"]
+        root = client.create(
+            dataSource="car-a",
+            identifier="root",
+            type="Run",
+            version=3,
+            utcOffsetSeconds=3600,
+            associateSessionKeys=[a, b],
+            details=[{"name": "track", "value": "Monza"}],
+        )["key"]
+        client.end(b)
+        client.end(other)
+    return [root, a, b, leaf, other]
+
+
+@pytest.fixture
+def pair(make_server: Any) -> Pair:
+    compiled = make_server(tokens=TOKENS)
+    standard = make_server(tokens=TOKENS, compiled_execution=False)
+    return Pair(compiled, standard, _seed(compiled.url))
+
+
+# -- documents --------------------------------------------------------------------------------
+
+LEAVES = [
+    "key", "dataSource", "type", "version", "identifier", "utcOffsetSeconds", "status",
+    "isComplete", "createdAt", "updatedAt", "endedAt", "revision", "streams",
+    "associateSessionKeys", "__typename",
+]  # fmt: skip
+ALIASES = ["a", "b", "k"]
+DEPTHS = [1, 2, 8, 0, 40]  # 0 and 40 are refused: the standard executor reports it
+DETAIL_NAMES = ["track", "temp", "none"]
+
+
+def _directive(draw: st.DrawFn) -> str:
+    return draw(
+        st.sampled_from(
+            [
+                "",
+                "",
+                "",
+                " @include(if: $flag)",
+                " @skip(if: $flag)",
+                " @skip(if: false)",
+                " @include(if: false)",
+            ]
+        )
+    )
+
+
+def _aliased(draw: st.DrawFn, field: str) -> str:
+    alias = draw(st.sampled_from(["", "", *ALIASES]))
+    return f"{alias}: {field}" if alias else field
+
+
+@st.composite
+def session_selection(draw: st.DrawFn, depth: int = 0) -> str:
+    choices = [*LEAVES, "details", "detail", "walk", "linked", "fragment", "spread"]
+    if depth >= 2:
+        choices = [*LEAVES, "details", "detail"]
+    parts = []
+    for choice in draw(st.lists(st.sampled_from(choices), min_size=1, max_size=5)):
+        if choice == "details":
+            inner = " ".join(draw(st.lists(st.sampled_from(["name", "value", "__typename"]),
+                                           min_size=1, max_size=3)))  # fmt: skip
+            part = f"{_aliased(draw, 'details')} {{ {inner} }}"
+        elif choice == "detail":
+            part = _aliased(draw, f'detail(name: "{draw(st.sampled_from(DETAIL_NAMES))}")')
+        elif choice == "walk":
+            name = draw(st.sampled_from(["descendants", "ancestors"]))
+            depth_arg = draw(st.sampled_from([*DEPTHS, None, "$depth"]))
+            args = "" if depth_arg is None else f"(maxDepth: {depth_arg})"
+            inner = draw(session_selection(depth + 1))
+            node = draw(st.sampled_from(["depth viaKey", "viaKey", "depth", "__typename"]))
+            part = f"{_aliased(draw, name + args)} {{ {node} session {{ {inner} }} }}"
+        elif choice == "linked":
+            name = draw(st.sampled_from(["associates", "parents"]))
+            part = f"{_aliased(draw, name)} {{ {draw(session_selection(depth + 1))} }}"
+        elif choice == "fragment":
+            part = f"... on Session {{ {draw(session_selection(depth + 1))} }}"
+        elif choice == "spread":
+            part = "...Basics"
+        else:
+            part = _aliased(draw, choice)
+        parts.append(part + _directive(draw))
+    return " ".join(parts)
+
+
+@st.composite
+def document(draw: st.DrawFn) -> str:
+    selection = draw(session_selection())
+    root = draw(st.sampled_from(["session", "current", "page", "snapshot", "sources", "two"]))
+    if root == "session":
+        key = draw(st.sampled_from(["$key", '"nope"', '""']))
+        body = f"{_aliased(draw, f'session(key: {key})')} {{ {selection} }}"
+    elif root == "current":
+        source = draw(st.sampled_from(["", '(dataSource: "car-a")', '(dataSource: "car-b")',
+                                       '(dataSource: "bad source!")']))  # fmt: skip
+        body = f"currentSessions{source} {{ {selection} }}"
+    elif root == "page":
+        first = draw(st.sampled_from([1, 2, 50, 0, 101]))
+        filters = draw(st.sampled_from(["", ', filter: {dataSource: "car-a"}',
+                                        ", filter: {status: ENDED}",
+                                        ', filter: {details: [{name: "track", value: "Monza"}]}',
+                                        ', after: "bogus"']))  # fmt: skip
+        extras = draw(st.sampled_from(["totalCount", "pageInfo { hasNextPage endCursor }",
+                                       "totalCount pageInfo { endCursor }", ""]))  # fmt: skip
+        body = (
+            f"sessions(first: {first}{filters}) {{ {extras} edges {{ cursor node {{ {selection} "
+            "} } }"
+        )
+    elif root == "snapshot":
+        body = f"sessionSnapshot {{ cursor sessions {{ {selection} }} }}"
+    elif root == "sources":
+        body = "dataSources { name liveSessions totalSessions __typename }"
+    else:
+        body = f"one: session(key: $key) {{ {selection} }} dataSources {{ name }} __typename"
+    text = f"{{ {body} }}"
+    declared = [
+        f"${name}: {kind}"
+        for name, kind in (("key", "ID!"), ("flag", "Boolean!"), ("depth", "Int!"))
+        if f"${name}" in text
+    ]
+    header = f"query Q({', '.join(declared)})" if declared else "query Q"
+    fragment = "fragment Basics on Session { key status details { name } }"
+    return f"{header} {text}" + (f" {fragment}" if "...Basics" in text else "")
+
+
+def _differential(pair: Pair, max_examples: int) -> Callable[..., None]:
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        query=document(),
+        key=st.sampled_from(pair.keys),
+        flag=st.booleans(),
+        depth=st.sampled_from(DEPTHS),
+        caller=st.sampled_from(CALLERS),
+    )
+    def check(query: str, key: str, flag: bool, depth: int, caller: str) -> None:
+        variables = {"key": key, "flag": flag, "depth": depth}
+        variables = {name: value for name, value in variables.items() if f"${name}" in query}
+        compiled, standard = pair.answers(query, variables, caller)
+        assert compiled == standard, query
+
+    return check
+
+
+def _executions(path: str) -> float:
+    value = REGISTRY.get_sample_value("session_service_graphql_executions_total", {"path": path})
+    return value or 0.0
+
+
+def test_generated_documents_are_answered_alike_compiled_and_by_graphql_core(pair: Pair) -> None:
+    compiled_before = _executions("compiled")
+    _differential(pair, EXAMPLES)()
+    # Most documents have no error, so a plan answered them: the test compared something.
+    assert _executions("compiled") - compiled_before > EXAMPLES / 4
+
+
+def test_documents_generated_from_the_schema_are_answered_alike(pair: Pair) -> None:
+    """hypothesis-graphql's documents over the committed schema (its queries only)."""
+
+    @settings(
+        max_examples=EXAMPLES // 2,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(query=queries(SCHEMA_SDL), caller=st.sampled_from(CALLERS))
+    def check(query: str, caller: str) -> None:
+        compiled, standard = pair.answers(query, {}, caller)
+        assert compiled == standard, query
+
+    check()
+
+
+def test_every_query_field_of_the_schema_has_a_compiled_source(pair: Pair) -> None:
+    """A field added to a query type without a compiled source would quietly take the slow
+    path: here it fails instead."""
+    everything = (
+        "query All($key: ID!) { session(key: $key) { ...All details { name value } "
+        'detail(name: "track") associates { key } parents { key } descendants { depth viaKey '
+        "session { key } } ancestors(maxDepth: 2) { depth viaKey session { key } } } "
+        "currentSessions { key } sessions { totalCount edges { cursor node { key } } pageInfo "
+        "{ hasNextPage endCursor } } dataSources { name liveSessions totalSessions } "
+        "sessionSnapshot { cursor sessions { key } } } "
+        f"fragment All on Session {{ {' '.join(LEAVES)} }}"
+    )
+    schema = build_schema(SCHEMA_SDL)
+    for type_name in ("Query", "Session", "SessionConnection", "SessionTreeNode", "PageInfo"):
+        for field in schema.type_map[type_name].fields:  # type: ignore[attr-defined]
+            assert field in everything, f"{type_name}.{field} is not in this test's document"
+    before = _executions("compiled")
+    compiled, standard = pair.answers(everything, {"key": pair.keys[0]}, ADMIN)
+    assert compiled == standard
+    assert b'"errors"' not in compiled[1]
+    assert _executions("compiled") == before + 1
+
+
+def test_the_metric_counts_each_path(pair: Pair) -> None:
+    counts = {path: _executions(path) for path in ("compiled", "standard", "fallback")}
+    with Client(pair.compiled.url, headers={"authorization": f"Bearer {ADMIN}"}) as client:
+        client.execute("{ dataSources { name } }")  # compiled
+        client.execute('{ __type(name: "Session") { name } }')  # introspection: standard
+        client.execute("{ sessions(first: 0) { totalCount } }")  # an error: the plan gives way
+        result = client.execute("{ sessions(first: 0) { totalCount } }")
+    assert result["errors"][0]["extensions"]["code"] == "VALIDATION"
+    assert _executions("compiled") == counts["compiled"] + 1
+    assert _executions("standard") == counts["standard"] + 1
+    assert _executions("fallback") == counts["fallback"] + 2
+
+
+def test_a_scoped_reader_sees_through_a_plan_only_what_it_may(pair: Pair) -> None:
+    """car-b's session is hidden from the car-a reader among associates, walks and pages."""
+    _, a, *_, other = pair.keys
+    query = (
+        "query Q($key: ID!) { session(key: $key) { associates { key } associateSessionKeys "
+        "descendants { session { key } } } sessions { edges { node { key } } } }"
+    )
+    (status, body), standard = pair.answers(query, {"key": a}, READER_A)
+    assert (status, body) == standard
+    assert other not in body.decode()
+    (_, body_all), _ = pair.answers(query, {"key": a}, ADMIN)
+    assert other in body_all.decode()
+    (_, hidden), _ = pair.answers(query, {"key": other}, READER_A)
+    assert json.loads(hidden)["data"]["session"] is None
