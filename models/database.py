@@ -94,7 +94,7 @@ def _numbered(sql: str) -> str:
     return "".join(f"{part}${index}" for index, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
-async def _end_snapshot(connection: "_SQLite") -> None:
+async def _end_snapshot(connection: "Connection") -> None:
     with suppress(sqlite3.OperationalError):  # BEGIN failed: there is no transaction to end
         await connection.execute("ROLLBACK")
 
