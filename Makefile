@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format schema migrate clean browser npm bench
+.PHONY: run test lint format schema migrate clean browser npm bench differential
 
 # Folders whose package-lock.json `npm ci` installs: GraphiQL's offline assets, the JS client
 # example and the GraphQL-over-HTTP audit.
@@ -28,6 +28,10 @@ run: $(VENV)/.installed api/static/graphiql/node_modules/.package-lock.json
 
 test: $(VENV)/.installed-dev browser npm
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The compiled-versus-graphql-core differential test with ten times CI's examples.
+differential: $(VENV)/.installed-dev
+	SESSION_SERVICE_TEST_DIFFERENTIAL_EXAMPLES=1200 $(BIN)/pytest tests/test_compiled.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
