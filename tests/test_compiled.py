@@ -29,6 +29,15 @@ TOKENS = (
     Token.parse({"token": READER_ALL, "role": "read"}, "[2]"),
 )
 CALLERS = [ADMIN, READER_A, READER_ALL]
+# The same examples every run; against live servers, so neither deadlines nor the example
+# database (whose replays could differ with the seeded keys).
+REPEATABLE = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 SCHEMA_SDL = (Path(__file__).parent.parent / "schema.graphql").read_text()
 
 
@@ -198,14 +207,7 @@ def document(draw: st.DrawFn) -> str:
 
 
 def _differential(pair: Pair, max_examples: int) -> Callable[..., None]:
-    @settings(
-        max_examples=max_examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    )
+    @settings(REPEATABLE, max_examples=max_examples)
     @given(
         query=document(),
         key=st.sampled_from(pair.keys),
@@ -237,14 +239,7 @@ def test_generated_documents_are_answered_alike_compiled_and_by_graphql_core(pai
 def test_documents_generated_from_the_schema_are_answered_alike(pair: Pair) -> None:
     """hypothesis-graphql's documents over the committed schema (its queries only)."""
 
-    @settings(
-        max_examples=EXAMPLES // 2,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    )
+    @settings(REPEATABLE, max_examples=EXAMPLES // 2)
     @given(query=queries(SCHEMA_SDL), caller=st.sampled_from(CALLERS))
     def check(query: str, caller: str) -> None:
         compiled, standard = pair.answers(query, {}, caller)
