@@ -33,6 +33,7 @@ from graphql import (
     GraphQLField,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLScalarType,
     ListValueNode,
     Node,
     ObjectValueNode,
@@ -65,6 +66,9 @@ from models import Direction, SessionRecord, encode_cursor
 from models.queries import page_cursor
 
 log = logging.getLogger(__name__)
+COMPILED, STANDARD, FALLBACK = (
+    EXECUTIONS.labels(path) for path in ("compiled", "standard", "fallback")
+)
 
 
 class Fallback(Exception):
@@ -243,8 +247,11 @@ class Arguments:
 
     definition: GraphQLField
     node: FieldNode
-    strawberry_field: StrawberryField | None
+    strawberry_field: StrawberryField
     fixed: dict[str, Any] | None
+    # (GraphQL name, Python name) of each argument, when all are scalars: then converting is
+    # renaming (Strawberry's conversion builds input objects and enums).
+    scalars: tuple[tuple[str, str], ...] | None
 
     def __call__(self, variables: VariableValues, convert: "Convert") -> dict[str, Any]:
         if self.fixed is not None:
@@ -401,10 +408,15 @@ class Planner:
         arguments = None
         if definition.args:
             field = self.strawberry.get_field_for_type(name, parent.name)
-            arguments = Arguments(definition, node, field, None)
+            assert field is not None
+            scalars = None
+            if all(isinstance(_named(a.type), GraphQLScalarType) for a in definition.args.values()):
+                from_argument = self.strawberry.config.name_converter.from_argument
+                scalars = tuple((from_argument(a), str(a.python_name)) for a in field.arguments)
+            arguments = Arguments(definition, node, field, None, scalars)
             if not any(_has_variable(argument.value) for argument in node.arguments or ()):
                 fixed = convert(self.strawberry, arguments, get_argument_values(definition, node))
-                arguments = Arguments(definition, node, field, fixed)
+                arguments = Arguments(definition, node, field, fixed, scalars)
         return Selected(key, source, shape, arguments, selects)
 
     def shape(self, type_: GraphQLOutputType, subfields: dict[str, list[FieldDetails]]) -> Shape:
@@ -439,8 +451,8 @@ def convert(
     schema: strawberry.Schema, arguments: Arguments, values: dict[str, Any]
 ) -> dict[str, Any]:
     """graphql-core's coerced argument values as the field's resolver takes them."""
-    if arguments.strawberry_field is None:
-        return values
+    if arguments.scalars is not None:
+        return {python: values[name] for name, python in arguments.scalars if name in values}
     return convert_arguments(
         values,
         arguments.strawberry_field.arguments,
@@ -513,13 +525,13 @@ class Compiler:
                 plannable=operation.operation is OperationType.QUERY,
             )
         if not compiled.plannable:
-            EXECUTIONS.labels("standard").inc()
+            STANDARD.inc()
             return None
         variables = get_variable_values(
             self.schema._schema, operation.variable_definitions or (), inputs or {}
         )
         if not isinstance(variables, VariableValues):
-            EXECUTIONS.labels("standard").inc()  # its errors are the standard executor's
+            STANDARD.inc()  # its errors are the standard executor's
             return None
         values = tuple(variables.coerced.get(name) for name in compiled.directive_variables)
         plan = compiled.plans.get(values)
@@ -529,7 +541,7 @@ class Compiler:
             except Unplannable as reason:
                 log.debug("not compiled: %s", reason)
                 compiled.plannable = False
-                EXECUTIONS.labels("standard").inc()
+                STANDARD.inc()
                 return None
             if len(compiled.plans) < Compiled.MAX_PLANS:
                 compiled.plans[values] = plan
@@ -538,7 +550,7 @@ class Compiler:
         except Exception as reason:  # an error to report: graphql-core reports it
             log.debug("compiled plan gave way to the standard executor: %r", reason)
             context.__dict__.pop("loaders", None)  # the standard run reads afresh
-            EXECUTIONS.labels("fallback").inc()
+            FALLBACK.inc()
             return None
-        EXECUTIONS.labels("compiled").inc()
+        COMPILED.inc()
         return data

@@ -30,6 +30,26 @@ def refusal(status: int, code: str, message: str, **headers: str) -> Response:
 STREAMED = ("multipart/mixed", "text/event-stream")
 
 
+class Answer:
+    """A 200 JSON answer sent as its two ASGI messages, with the headers Starlette's Response
+    would send: building them generically cost a twentieth of a small query's CPU."""
+
+    __slots__ = ("body", "request_id")
+
+    def __init__(self, body: bytes, request_id: str) -> None:
+        self.body = body
+        self.request_id = request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (b"x-request-id", self.request_id.encode("latin-1")),
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
 
@@ -70,7 +90,7 @@ class GraphQLView(GraphQL[Context, None]):
         request.state.principal = principal
         return None
 
-    async def _answer(self, request: Request) -> Response:
+    async def _answer(self, request: Request) -> "Response | Answer":
         """A JSON POST answered without Strawberry's view, as that view answers it: the same
         refusals (400 and a plain-text reason) and the same JSON (tests/test_fast_path.py)."""
         body = await request.body()
@@ -111,11 +131,7 @@ class GraphQLView(GraphQL[Context, None]):
             return PlainTextResponse(error.as_http_error_reason("POST"), 400)
         except MissingQueryError:
             return PlainTextResponse("No GraphQL query found in the request", 400)
-        return Response(
-            orjson.dumps(process_result(result)),
-            media_type="application/json",
-            headers={"x-request-id": context.request_id},
-        )
+        return Answer(orjson.dumps(process_result(result)), context.request_id)
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: Strawberry sends bytes over a WebSocket as binary frames.

@@ -11,6 +11,11 @@ from models.queries import Page, SessionFilter, decode_page_cursor
 from models.records import SESSION_COLUMNS, SessionRecord, column_list, session_record
 from models.statements import Conditions
 
+WITH_DETAILS = (
+    f"{column_list(SessionRecord, 's')}, d.name, d.value FROM sessions s "
+    "LEFT JOIN session_details d ON d.session_key = s.key"
+)
+
 
 class SessionReader:
     """Built once per operation. `scope`, when set, is the data sources the caller may read:
@@ -41,10 +46,7 @@ class SessionReader:
         """The sessions and each one's details, by name, in one statement."""
         where = self._where("s").among("s.key", keys)
         rows = await self.database.fetch(
-            f"SELECT {column_list(SessionRecord, 's')}, d.name, d.value FROM sessions s "
-            f"LEFT JOIN session_details d ON d.session_key = s.key{where.sql()} "
-            "ORDER BY s.key, d.name",
-            *where.params,
+            f"SELECT {WITH_DETAILS}{where.sql()} ORDER BY s.key, d.name", *where.params
         )
         sessions: dict[str, SessionRecord] = {}
         details: dict[str, list[tuple[str, str]]] = {}
