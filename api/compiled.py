@@ -62,7 +62,7 @@ from api.loaders import each
 from api.metrics import EXECUTIONS
 from api.queries import read_current, read_data_sources, read_page, read_session, read_snapshot
 from api.types import RECORD_FIELDS, check_depth, is_complete, reached
-from models import Direction, SessionRecord, encode_cursor
+from models import Direction, SessionRecord, TreeNode, encode_cursor
 from models.queries import page_cursor
 
 log = logging.getLogger(__name__)
@@ -146,15 +146,34 @@ async def _associate_keys(parents: list[SessionRecord], call: Call) -> list[Any]
 
 
 async def _walk(direction: Direction, parents: list[SessionRecord], call: Call) -> list[Any]:
+    """Each parent's walk as (node, node) pairs: the caller's scope is checked on the data
+    source each node comes with, and the session itself is read only when asked for
+    (`_reached_sessions`)."""
     depth = call.args["max_depth"]
     check_depth(depth)
     loaders = call.context.loaders
     trees = await each(loaders.walk, [(parent.key, direction, depth) for parent in parents])
-    rows = await loaders.readable([node.key for nodes in trees for node in nodes])
-    readable = {row.key: row for row in rows}
-    return [
-        reached(parent.key, nodes, readable) for parent, nodes in zip(parents, trees, strict=True)
-    ]
+    may_read = loaders.reader.may_read
+    found = []
+    for parent, nodes in zip(parents, trees, strict=True):
+        readable = {node.key: node for node in nodes if may_read(node.data_source)}
+        found.append(reached(parent.key, nodes, readable))
+    return found
+
+
+# What a walk's node knows of its session without reading it.
+NODE_FIELDS = frozenset({"key", "dataSource", "__typename"})
+
+
+async def _reached_sessions(parents: list[tuple[TreeNode, TreeNode]], call: Call) -> list[Any]:
+    """The sessions of a walk's nodes: the nodes themselves when only their keys and data
+    sources are selected (a 1,000-session walk then reads nothing more), else the records."""
+    if call.selects <= NODE_FIELDS:
+        return [node for node, _ in parents]
+    rows = await call.context.loaders.sessions([node.key for node, _ in parents])
+    if None in rows:  # deleted since the walk: graphql-core's answer hides it
+        raise Fallback("a walked session is gone")
+    return rows
 
 
 async def _count(parents: list[Any], call: Call) -> list[Any]:
@@ -193,11 +212,11 @@ SOURCES: dict[str, dict[str, Get | Load]] = {
     },
     # (name, value)
     "SessionDetail": {"name": Get(itemgetter(0)), "value": Get(itemgetter(1))},
-    # (TreeNode, SessionRecord)
+    # (TreeNode, TreeNode)
     "SessionTreeNode": {
         "depth": Get(lambda found: found[0].depth),
         "viaKey": Get(lambda found: found[0].via_key),
-        "session": Get(itemgetter(1)),
+        "session": Load(_reached_sessions),
     },
     # api.queries.FilteredPage
     "SessionConnection": {

@@ -27,6 +27,11 @@ class SessionReader:
         self.database = database
         self.limits = limits
         self.scope = None if scope is None else sorted(scope)
+        self._scope = scope
+
+    def may_read(self, data_source: str) -> bool:
+        """Whether the caller's scope includes this data source."""
+        return self._scope is None or data_source in self._scope
 
     def _where(self, table: str = "") -> Conditions:
         """Conditions on `sessions`, starting with the caller's scope."""
