@@ -28,6 +28,7 @@ import strawberry
 from graphql import (
     DirectiveNode,
     DocumentNode,
+    ExecutionResult,
     FieldNode,
     FragmentDefinitionNode,
     GraphQLField,
@@ -41,10 +42,12 @@ from graphql import (
     OperationType,
     ValueNode,
     VariableNode,
+    is_abstract_type,
     is_leaf_type,
     is_list_type,
     is_non_null_type,
     is_object_type,
+    located_error,
 )
 from graphql.execution.collect_fields import (
     FieldDetails,
@@ -60,6 +63,7 @@ from strawberry.utils.str_converters import to_camel_case
 from api.context import Context
 from api.loaders import each
 from api.metrics import EXECUTIONS
+from api.mutations import MUTATIONS
 from api.queries import read_current, read_data_sources, read_page, read_session, read_snapshot
 from api.types import RECORD_FIELDS, check_depth, is_complete, reached
 from models import Direction, SessionRecord, TreeNode, encode_cursor
@@ -77,6 +81,15 @@ class Fallback(Exception):
 
 class Unplannable(Exception):
     """The document selects something the planner does not know."""
+
+
+class Failed(Exception):
+    """A mutation's use case raised: its error is the answer, as graphql-core would give it.
+    Never a fallback, which would run the mutation twice."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,18 @@ def _root(read: Callable[[Call], Awaitable[Any]]) -> Load:
 
     async def load(parents: list[Any], call: Call) -> list[Any]:
         return [await read(call)]
+
+    return Load(load)
+
+
+def _mutation(change: Callable[[Context, Any], Awaitable[Any]]) -> Load:
+    """A Mutation field: its use case, run once whatever happens next."""
+
+    async def load(parents: list[Any], call: Call) -> list[Any]:
+        try:
+            return [await change(call.context, call.args["input"])]
+        except Exception as error:
+            raise Failed(error) from error
 
     return Load(load)
 
@@ -198,6 +223,7 @@ SOURCES: dict[str, dict[str, Get | Load]] = {
             lambda call: read_snapshot(call.context, call.args.get("data_source"))
         ),
     },
+    "Mutation": {name: _mutation(change) for name, change in MUTATIONS.items()},
     "Session": {
         **{to_camel_case(name): Get(attrgetter(name)) for name in RECORD_FIELDS},
         "isComplete": Get(is_complete),
@@ -257,6 +283,8 @@ class Shape:
     serialize: Callable[[Any], Any] | None = None
     selection: "Selection | None" = None
     item: "Shape | None" = None
+    # A union or interface: the selection for each object type it may be, by name.
+    variants: "dict[str, Selection] | None" = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +367,13 @@ async def complete(shape: Shape, values: list[Any], run: "Run") -> list[Any]:
         present = [value for value in values if value is not None]
         filled = iter(await shape.selection.fill(present, run))
         answers = [None if value is None else next(filled) for value in values]
+    elif shape.variants is not None:
+        answers = []
+        for value in values:  # result members: one at a time is all there is
+            selection = None if value is None else shape.variants.get(_type_name(value))
+            if value is not None and selection is None:
+                raise Fallback("a value of no type the plan knows")
+            answers.append(None if selection is None else (await selection.fill([value], run))[0])
     else:
         serialize = shape.serialize
         assert serialize is not None
@@ -358,10 +393,28 @@ class Run:
 @dataclass(frozen=True, slots=True)
 class Plan:
     root: Selection
+    # A mutation's one field: its response key and nodes, where its failure is located.
+    failing: tuple[str, list[FieldNode]] | None = None
 
-    async def run(self, context: Context, variables: VariableValues, convert: Convert) -> Any:
-        (data,) = await self.root.fill([None], Run(context, variables, convert))
-        return data
+    async def run(
+        self, context: Context, variables: VariableValues, convert: Convert
+    ) -> ExecutionResult:
+        try:
+            (data,) = await self.root.fill([None], Run(context, variables, convert))
+        except Failed as failed:
+            assert self.failing is not None
+            key, nodes = self.failing
+            return ExecutionResult(data=None, errors=[located_error(failed.error, nodes, [key])])
+        except Exception as error:
+            if self.failing is None:
+                raise  # a query: graphql-core answers it
+            # The use case ran: no second try. Its answer is made of what it wrote, so a plan
+            # that cannot complete it is a bug; it is reported as one (INTERNAL).
+            log.error("compiled mutation %s could not complete its answer", self.failing[0])
+            return ExecutionResult(
+                data=None, errors=[located_error(error, self.failing[1], [self.failing[0]])]
+            )
+        return ExecutionResult(data=data, errors=None)
 
 
 class Planner:
@@ -385,14 +438,22 @@ class Planner:
         }
 
     def plan(self) -> Plan:
-        root_type = self.schema.query_type
+        mutation = self.operation.operation is OperationType.MUTATION
+        root_type = self.schema.mutation_type if mutation else self.schema.query_type
         assert root_type is not None
         collected = collect_fields(
             self.schema, self.fragments, self.variables, root_type, self.operation
         )
         if collected.new_defer_usages:
             raise Unplannable("@defer")
-        return Plan(self.selection(root_type, collected.grouped_field_set))
+        grouped = collected.grouped_field_set
+        if mutation and len(grouped) != 1:  # several run one after the other: graphql-core's
+            raise Unplannable("not exactly one mutation field")
+        root = self.selection(root_type, grouped)
+        if not mutation:
+            return Plan(root)
+        ((key, details),) = grouped.items()
+        return Plan(root, failing=(key, [detail.node for detail in details]))
 
     def selection(
         self, parent: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]
@@ -408,22 +469,20 @@ class Planner:
         name = node.name.value
         if name == "__typename":
             return Selected(key, None, None, typename=parent.name)
-        source = SOURCES.get(parent.name, {}).get(name)
+        source = self.sources(parent.name).get(name)
         definition = parent.fields.get(name)
         if source is None or definition is None:
             raise Unplannable(f"{parent.name}.{name}")
         selects: frozenset[str] = frozenset()
         subfields: dict[str, list[FieldDetails]] = {}
         named = _named(definition.type)
-        if is_object_type(named):
-            collected = collect_subfields(
-                self.schema, self.fragments, self.variables, self.operation, named, details
-            )
-            if collected.new_defer_usages:
-                raise Unplannable("@defer")
-            subfields = collected.grouped_field_set
-            selects = frozenset(d[0].node.name.value for d in subfields.values())
-        shape = self.shape(definition.type, subfields)
+        if is_abstract_type(named):
+            shape = self.abstract(definition.type, named, details)
+        else:
+            if is_object_type(named):
+                subfields = self.subfields(named, details)
+                selects = frozenset(d[0].node.name.value for d in subfields.values())
+            shape = self.shape(definition.type, subfields)
         arguments = None
         if definition.args:
             field = self.strawberry.get_field_for_type(name, parent.name)
@@ -438,6 +497,40 @@ class Planner:
                 arguments = Arguments(definition, node, field, fixed, scalars)
         return Selected(key, source, shape, arguments, selects)
 
+    def subfields(
+        self, type_: GraphQLObjectType, details: list[FieldDetails]
+    ) -> dict[str, list[FieldDetails]]:
+        collected = collect_subfields(
+            self.schema, self.fragments, self.variables, self.operation, type_, details
+        )
+        if collected.new_defer_usages:
+            raise Unplannable("@defer")
+        return collected.grouped_field_set
+
+    def abstract(self, type_: GraphQLOutputType, named: Any, details: list[FieldDetails]) -> Shape:
+        """A union or interface field (a mutation's result): each possible type's own
+        selection, as graphql-core collects it for that runtime type."""
+        non_null = is_non_null_type(type_)
+        if is_list_type(type_.of_type if non_null else type_):  # type: ignore[union-attr]
+            raise Unplannable("a list of an abstract type")
+        variants = {
+            possible.name: self.selection(possible, self.subfields(possible, details))
+            for possible in self.schema.get_possible_types(named)
+        }
+        return Shape(non_null, variants=variants)
+
+    def sources(self, type_name: str) -> dict[str, Get | Load]:
+        """Where the values of a type's fields come from: SOURCES, or for a Strawberry type
+        whose fields are all attributes (the mutations' result members), the attributes."""
+        if type_name in SOURCES:
+            return SOURCES[type_name]
+        definition = self.strawberry.get_type_by_name(type_name)
+        fields = getattr(definition, "fields", None)
+        if fields is None or any(field.base_resolver for field in fields):
+            return {}
+        name = self.strawberry.config.name_converter.from_field
+        return {name(field): Get(attrgetter(field.python_name)) for field in fields}
+
     def shape(self, type_: GraphQLOutputType, subfields: dict[str, list[FieldDetails]]) -> Shape:
         non_null = is_non_null_type(type_)
         inner = type_.of_type if non_null else type_  # type: ignore[union-attr]
@@ -447,7 +540,12 @@ class Planner:
             return Shape(non_null, serialize=inner.serialize)
         if is_object_type(inner):
             return Shape(non_null, selection=self.selection(inner, subfields))
-        raise Unplannable(f"abstract type {inner}")
+        raise Unplannable(f"abstract type {inner}")  # planned by `abstract`
+
+
+def _type_name(value: Any) -> str:
+    """The GraphQL type of a Strawberry object."""
+    return str(type(value).__strawberry_definition__.name)
 
 
 def _named(type_: Any) -> Any:
@@ -533,15 +631,15 @@ class Compiler:
         operation: OperationDefinitionNode,
         inputs: dict[str, Any] | None,
         context: Context,
-    ) -> Any:
-        """The operation's data, or None for the standard executor to answer it."""
+    ) -> ExecutionResult | None:
+        """The operation's result, or None for the standard executor to answer it."""
         name = operation.name.value if operation.name else None
         compiled = plans.get(name)
         if compiled is None:
             compiled = plans[name] = Compiled(
                 operation,
                 _directive_variables(document.definitions),
-                plannable=operation.operation is OperationType.QUERY,
+                plannable=operation.operation is not OperationType.SUBSCRIPTION,
             )
         if not compiled.plannable:
             STANDARD.inc()
@@ -565,11 +663,11 @@ class Compiler:
             if len(compiled.plans) < Compiled.MAX_PLANS:
                 compiled.plans[values] = plan
         try:
-            data = await plan.run(context, variables, self.convert)
-        except Exception as reason:  # an error to report: graphql-core reports it
+            result = await plan.run(context, variables, self.convert)
+        except Exception as reason:  # a query's error to report: graphql-core reports it
             log.debug("compiled plan gave way to the standard executor: %r", reason)
             context.__dict__.pop("loaders", None)  # the standard run reads afresh
             FALLBACK.inc()
             return None
         COMPILED.inc()
-        return data
+        return result

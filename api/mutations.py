@@ -77,11 +77,10 @@ EndSessionResult = Annotated[
 ]
 
 
-async def _run(info: ContextInfo, change: Callable[[], Awaitable[Any]]) -> Any:
+async def _run(context: Context, change: Callable[[], Awaitable[Any]]) -> Any:
     """Run a use case; a domain error becomes its result member."""
-    if not info.context.enabled:
+    if not context.enabled:
         return disabled_member()
-    context = info.context
     context.principal.require(Role.WRITE)
     if not context.services.mutation_limiter.allow(context.caller):
         raise ApiError("RATE_LIMITED", "Too many mutations: slow down and retry.")
@@ -91,20 +90,93 @@ async def _run(info: ContextInfo, change: Callable[[], Awaitable[Any]]) -> Any:
         return error_member(error)
 
 
-def _answer(info: ContextInfo, written: Written) -> Session:
+def _answer(context: Context, written: Written) -> Session:
     """The session as the use case left it, answered from what its transaction read or wrote."""
-    loaders = info.context.loaders
-    loaders.prime(written)
-    return Session.from_row(written.session, loaders)
+    context.loaders.prime(written)
+    return Session.from_row(written.session, context.loaders)
 
 
-async def _update(info: ContextInfo, change: Callable[[SessionWriter], Awaitable[Written]]) -> Any:
+async def _update(context: Context, change: Callable[[SessionWriter], Awaitable[Written]]) -> Any:
     """Run an update use case as the caller; SessionUpdated or an error member."""
 
     async def updated() -> SessionUpdated:
-        return SessionUpdated(session=_answer(info, await change(info.context.writer)))
+        return SessionUpdated(session=_answer(context, await change(context.writer)))
 
-    return await _run(info, updated)
+    return await _run(context, updated)
+
+
+# Each mutation as a function of the context and its input, returning its result member: the
+# resolvers below and compiled execution (api/compiled.py) both call these.
+
+
+async def create_session(context: Context, input: CreateSessionInput) -> Any:
+    async def create() -> SessionCreated:
+        context.principal.require_data_source(input.data_source)
+        written, created = await context.writer.create(input.to_domain(), input.idempotency_key)
+        if created:
+            SESSIONS_CREATED.labels(written.session.data_source).inc()
+        return SessionCreated(session=_answer(context, written))
+
+    return await _run(context, create)
+
+
+async def update_session_details(context: Context, input: UpdateSessionDetailsInput) -> Any:
+    return await _update(context, lambda sessions: sessions.update_details(input.to_domain()))
+
+
+async def update_session_identifier(context: Context, input: UpdateSessionIdentifierInput) -> Any:
+    return await _update(
+        context,
+        lambda sessions: sessions.update_identifier(
+            input.session_key, input.identifier, input.expected_revision
+        ),
+    )
+
+
+async def add_associate_session(context: Context, input: AssociateSessionInput) -> Any:
+    return await _update(
+        context,
+        lambda sessions: sessions.add_association(input.session_key, input.associate_session_key),
+    )
+
+
+async def remove_associate_session(context: Context, input: AssociateSessionInput) -> Any:
+    return await _update(
+        context,
+        lambda sessions: sessions.remove_association(
+            input.session_key, input.associate_session_key
+        ),
+    )
+
+
+async def add_session_streams(context: Context, input: AddSessionStreamsInput) -> Any:
+    return await _update(
+        context, lambda sessions: sessions.add_streams(input.session_key, input.streams)
+    )
+
+
+async def end_session(context: Context, input: EndSessionInput) -> Any:
+    async def change() -> SessionEnded:
+        written, already = await context.writer.end(
+            input.session_key, input.data_source, input.ended_at
+        )
+        if not already:
+            SESSIONS_ENDED.labels(written.session.data_source).inc()
+        return SessionEnded(session=_answer(context, written), already_ended=already)
+
+    return await _run(context, change)
+
+
+# By field name, for compiled execution.
+MUTATIONS: dict[str, Callable[[Context, Any], Awaitable[Any]]] = {
+    "createSession": create_session,
+    "updateSessionDetails": update_session_details,
+    "updateSessionIdentifier": update_session_identifier,
+    "addAssociateSession": add_associate_session,
+    "removeAssociateSession": remove_associate_session,
+    "addSessionStreams": add_session_streams,
+    "endSession": end_session,
+}
 
 
 @strawberry.type
@@ -113,72 +185,38 @@ class Mutation:
     async def create_session(
         self, info: ContextInfo, input: CreateSessionInput
     ) -> CreateSessionResult:
-        async def create() -> SessionCreated:
-            info.context.principal.require_data_source(input.data_source)
-            written, created = await info.context.writer.create(
-                input.to_domain(), input.idempotency_key
-            )
-            if created:
-                SESSIONS_CREATED.labels(written.session.data_source).inc()
-            return SessionCreated(session=_answer(info, written))
-
-        return await _run(info, create)
+        return await create_session(info.context, input)
 
     @strawberry.mutation
     async def update_session_details(
         self, info: ContextInfo, input: UpdateSessionDetailsInput
     ) -> UpdateSessionResult:
-        return await _update(info, lambda sessions: sessions.update_details(input.to_domain()))
+        return await update_session_details(info.context, input)
 
     @strawberry.mutation
     async def update_session_identifier(
         self, info: ContextInfo, input: UpdateSessionIdentifierInput
     ) -> UpdateSessionResult:
-        return await _update(
-            info,
-            lambda sessions: sessions.update_identifier(
-                input.session_key, input.identifier, input.expected_revision
-            ),
-        )
+        return await update_session_identifier(info.context, input)
 
     @strawberry.mutation
     async def add_associate_session(
         self, info: ContextInfo, input: AssociateSessionInput
     ) -> UpdateSessionResult:
-        return await _update(
-            info,
-            lambda sessions: sessions.add_association(
-                input.session_key, input.associate_session_key
-            ),
-        )
+        return await add_associate_session(info.context, input)
 
     @strawberry.mutation
     async def remove_associate_session(
         self, info: ContextInfo, input: AssociateSessionInput
     ) -> UpdateSessionResult:
-        return await _update(
-            info,
-            lambda sessions: sessions.remove_association(
-                input.session_key, input.associate_session_key
-            ),
-        )
+        return await remove_associate_session(info.context, input)
 
     @strawberry.mutation
     async def add_session_streams(
         self, info: ContextInfo, input: AddSessionStreamsInput
     ) -> UpdateSessionResult:
-        return await _update(
-            info, lambda sessions: sessions.add_streams(input.session_key, input.streams)
-        )
+        return await add_session_streams(info.context, input)
 
     @strawberry.mutation
     async def end_session(self, info: ContextInfo, input: EndSessionInput) -> EndSessionResult:
-        async def change() -> SessionEnded:
-            written, already = await info.context.writer.end(
-                input.session_key, input.data_source, input.ended_at
-            )
-            if not already:
-                SESSIONS_ENDED.labels(written.session.data_source).inc()
-            return SessionEnded(session=_answer(info, written), already_ended=already)
-
-        return await _run(info, change)
+        return await end_session(info.context, input)

@@ -102,26 +102,25 @@ class SessionSchema(strawberry.Schema):
         kind = operation_type.value
         if errors:
             return self._failed(kind, operation_name, started, errors, request_id)
-        if self.compiler is not None and context is not None:
-            data = await self.compiler.answer(
-                checked.plans, document, operation, variable_values, context
-            )
-            if data is not None:
-                observe(kind, operation_name, started, None, request_id, self.log_all)
-                return ExecutionResult(data=data, errors=None)
         try:
-            result = execute(
-                self._schema,
-                document,
-                root_value=root_value,
-                context_value=context,
-                variable_values=variable_values,
-                operation_name=operation_name,
-                executor_class=self.execution_context_class,
-                is_awaitable=cast(Any, optimized_is_awaitable),
-            )
-            if isawaitable(result):
-                result = await result
+            result: Any = None
+            if self.compiler is not None and context is not None:
+                result = await self.compiler.answer(
+                    checked.plans, document, operation, variable_values, context
+                )
+            if result is None:  # not compiled, or a query the plan gave to graphql-core
+                result = execute(
+                    self._schema,
+                    document,
+                    root_value=root_value,
+                    context_value=context,
+                    variable_values=variable_values,
+                    operation_name=operation_name,
+                    executor_class=self.execution_context_class,
+                    is_awaitable=cast(Any, optimized_is_awaitable),
+                )
+                if isawaitable(result):
+                    result = await result
         except Exception as error:
             failure = GraphQLError(str(error), original_error=error)
             return self._failed(

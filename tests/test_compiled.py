@@ -4,6 +4,7 @@ sources, for open, scoped and read-only callers. `make differential` runs more e
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,141 @@ def test_a_scoped_reader_sees_through_a_plan_only_what_it_may(pair: Pair) -> Non
     assert other in body_all.decode()
     (_, hidden), _ = pair.answers(query, {"key": other}, READER_A)
     assert json.loads(hidden)["data"]["session"] is None
+
+
+# -- mutations --------------------------------------------------------------------------------
+# A mutation cannot run twice on one database, so each executor gets its own, seeded alike, and
+# the answers are compared with each database's keys (and the times) written as placeholders.
+
+WRITER_A = "writer-a-0123456789"
+MUTATION_TOKENS = (
+    *TOKENS,
+    Token.parse({"token": WRITER_A, "role": "write", "dataSources": ["car-a"]}, "[3]"),
+)
+WRITERS = [ADMIN, WRITER_A, READER_ALL]  # a reader's mutations are refused (FORBIDDEN)
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+TIME = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")
+CURSOR = re.compile(rb'"(endCursor|cursor)":"[^"]*"')
+
+
+class Twins:
+    """The compiled and the standard server, each on its own database seeded alike."""
+
+    def __init__(self, compiled: LiveServer, standard: LiveServer) -> None:
+        self.servers = [(compiled, _seed(compiled.url)), (standard, _seed(standard.url))]
+
+    def answers(self, query: str, variables: dict[str, Any], token: str) -> list[bytes]:
+        found = []
+        for server, keys in self.servers:
+            # "$K<i>" in a variable stands for the i-th seeded key of each database.
+            text = json.dumps(variables)
+            for index, key in enumerate(keys):
+                text = text.replace(f"$K{index}", key)
+            given = json.loads(text)
+            response = httpx.post(
+                f"{server.url}/graphql",
+                json={"query": query, "variables": given},
+                headers={"authorization": f"Bearer {token}"},
+            )
+            body = response.content
+            for index, key in enumerate(keys):
+                body = body.replace(key.encode(), f"K{index}".encode())
+            body = CURSOR.sub(rb'"\1":"C"', TIME.sub(b"T", UUID.sub(b"NEW", body)))
+            found.append(b"%d " % response.status_code + body)
+        return found
+
+
+@pytest.fixture
+def twins(make_server: Any, database_url: str, tmp_path: Path, postgres: Any) -> Any:
+    compiled = make_server(tokens=MUTATION_TOKENS)
+    if database_url.startswith("sqlite"):
+        other = f"sqlite+aiosqlite:///{tmp_path / 'standard.db'}"
+    else:
+        other = postgres.new()
+    standard = make_server(tokens=MUTATION_TOKENS, compiled_execution=False, database_url=other)
+    yield Twins(compiled, standard)
+    if not database_url.startswith("sqlite"):
+        standard.__exit__(None, None, None)
+        postgres.drop(other)
+
+
+COMMON_SELECTIONS = [
+    "__typename",
+    "... on Error { code message }",
+    "... on ValidationError { field }",
+    "... on SessionNotFoundError { sessionKey }",
+]
+# Each result union's own members: its success, and the errors only it has.
+MEMBERS = {
+    "CreateSessionResult": ("SessionCreated", ["... on IdempotencyMismatchError { message }"]),
+    "UpdateSessionResult": ("SessionUpdated", ["... on RevisionConflictError { currentRevision }"]),
+    "EndSessionResult": ("SessionEnded", ["... on SessionEnded { alreadyEnded }"]),
+}
+
+
+@st.composite
+def mutation(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    key = draw(st.sampled_from(["$K0", "$K1", "$K2", "$K3", "$K4", "nope", ""]))
+    other = draw(st.sampled_from(["$K0", "$K1", "$K3", "$K4", "nope"]))
+    field, input_type, given = draw(
+        st.sampled_from(
+            [
+                ("createSession", "CreateSessionInput", {
+                    "dataSource": draw(st.sampled_from(["car-a", "car-b", "bad source!"])),
+                    "identifier": draw(st.sampled_from(["x", "y" * 300])),
+                    "details": [{"name": "track", "value": "Monza"}],
+                    "streams": draw(st.sampled_from([[], ["s"], ["s", "s"]])),
+                    "associateSessionKeys": draw(st.sampled_from([[], [other]])),
+                }),
+                ("updateSessionDetails", "UpdateSessionDetailsInput", {
+                    "sessionKey": key, "details": [{"name": "temp", "value": "30"}],
+                    "remove": ["track"],
+                    "expectedRevision": draw(st.sampled_from([None, 1, 2])),
+                }),
+                ("updateSessionIdentifier", "UpdateSessionIdentifierInput",
+                 {"sessionKey": key, "identifier": "renamed"}),
+                ("addAssociateSession", "AssociateSessionInput",
+                 {"sessionKey": key, "associateSessionKey": other}),
+                ("removeAssociateSession", "AssociateSessionInput",
+                 {"sessionKey": key, "associateSessionKey": other}),
+                ("addSessionStreams", "AddSessionStreamsInput",
+                 {"sessionKey": key, "streams": ["t"]}),
+                ("endSession", "EndSessionInput", {"sessionKey": key}),
+            ]
+        )
+    )  # fmt: skip
+    result = {"createSession": "CreateSessionResult", "endSession": "EndSessionResult"}.get(
+        field, "UpdateSessionResult"
+    )
+    member, own = MEMBERS[result]
+    parts = draw(st.lists(st.sampled_from([*COMMON_SELECTIONS, *own]), min_size=1, max_size=4))
+    inner = draw(session_selection(1))
+    parts.append(f"... on {member} {{ session {{ {inner} }} }}")
+    alias = draw(st.sampled_from(["", "r: "]))
+    selection = " ".join(parts)
+    text = (
+        f"mutation M($input: {input_type}!) {{ {alias}{field}(input: $input) {{ {selection} }} }}"
+    )
+    if "...Basics" in text:
+        text += " fragment Basics on Session { key status details { name } }"
+    return text, {"input": given}
+
+
+def test_generated_mutations_are_answered_alike_compiled_and_by_graphql_core(twins: Twins) -> None:
+    compiled_before = _executions("compiled")
+
+    @settings(REPEATABLE, max_examples=EXAMPLES // 2)
+    @given(document=mutation(), caller=st.sampled_from(WRITERS), flag=st.booleans())
+    def check(document: tuple[str, dict[str, Any]], caller: str, flag: bool) -> None:
+        query, variables = document
+        if "$flag" in query:
+            query = query.replace("mutation M(", "mutation M($flag: Boolean!, ")
+            variables = {**variables, "flag": flag}
+        if "$depth" in query:
+            query = query.replace("mutation M(", "mutation M($depth: Int!, ")
+            variables = {**variables, "depth": 2}
+        compiled, standard = twins.answers(query, variables, caller)
+        assert compiled == standard, query
+
+    check()
+    assert _executions("compiled") - compiled_before > EXAMPLES / 8
