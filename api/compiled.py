@@ -34,7 +34,6 @@ from graphql import (
     GraphQLField,
     GraphQLObjectType,
     GraphQLOutputType,
-    GraphQLScalarType,
     ListValueNode,
     Node,
     ObjectValueNode,
@@ -56,11 +55,10 @@ from graphql.execution.collect_fields import (
     collect_subfields,
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
-from strawberry.types.arguments import convert_arguments
-from strawberry.types.field import StrawberryField
 from strawberry.utils.str_converters import to_camel_case
 
 from api.context import Context
+from api.conversion import Converters
 from api.loaders import each
 from api.metrics import EXECUTIONS
 from api.mutations import MUTATIONS
@@ -294,19 +292,13 @@ class Arguments:
 
     definition: GraphQLField
     node: FieldNode
-    strawberry_field: StrawberryField
-    fixed: dict[str, Any] | None
-    # (GraphQL name, Python name) of each argument, when all are scalars: then converting is
-    # renaming (Strawberry's conversion builds input objects and enums).
-    scalars: tuple[tuple[str, str], ...] | None
+    convert: Callable[[dict[str, Any]], dict[str, Any]]
+    fixed: dict[str, Any] | None = None
 
-    def __call__(self, variables: VariableValues, convert: "Convert") -> dict[str, Any]:
+    def __call__(self, variables: VariableValues) -> dict[str, Any]:
         if self.fixed is not None:
             return self.fixed
-        return convert(self, get_argument_values(self.definition, self.node, variables))
-
-
-Convert = Callable[[Arguments, dict[str, Any]], dict[str, Any]]
+        return self.convert(get_argument_values(self.definition, self.node, variables))
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +328,7 @@ class Selection:
             if isinstance(source, Get):
                 values = list(map(source.value, parents))
             else:
-                args = selected.arguments(run.variables, run.convert) if selected.arguments else {}
+                args = selected.arguments(run.variables) if selected.arguments else {}
                 values = await source.read(parents, Call(run.context, args, selected.selects))
             assert shape is not None
             if shape.serialize is not None:
@@ -387,7 +379,6 @@ async def complete(shape: Shape, values: list[Any], run: "Run") -> list[Any]:
 class Run:
     context: Context
     variables: VariableValues
-    convert: Convert
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,11 +387,9 @@ class Plan:
     # A mutation's one field: its response key and nodes, where its failure is located.
     failing: tuple[str, list[FieldNode]] | None = None
 
-    async def run(
-        self, context: Context, variables: VariableValues, convert: Convert
-    ) -> ExecutionResult:
+    async def run(self, context: Context, variables: VariableValues) -> ExecutionResult:
         try:
-            (data,) = await self.root.fill([None], Run(context, variables, convert))
+            (data,) = await self.root.fill([None], Run(context, variables))
         except Failed as failed:
             assert self.failing is not None
             key, nodes = self.failing
@@ -422,13 +411,14 @@ class Planner:
 
     def __init__(
         self,
-        schema: strawberry.Schema,
+        compiler: "Compiler",
         document: DocumentNode,
         operation: OperationDefinitionNode,
         variables: VariableValues,
     ) -> None:
-        self.strawberry = schema
-        self.schema = schema._schema
+        self.strawberry = compiler.schema
+        self.schema = compiler.schema._schema
+        self.converters = compiler.converters
         self.operation = operation
         self.variables = variables
         self.fragments = {
@@ -487,14 +477,10 @@ class Planner:
         if definition.args:
             field = self.strawberry.get_field_for_type(name, parent.name)
             assert field is not None
-            scalars = None
-            if all(isinstance(_named(a.type), GraphQLScalarType) for a in definition.args.values()):
-                from_argument = self.strawberry.config.name_converter.from_argument
-                scalars = tuple((from_argument(a), str(a.python_name)) for a in field.arguments)
-            arguments = Arguments(definition, node, field, None, scalars)
+            arguments = Arguments(definition, node, self.converters.arguments(field.arguments))
             if not any(_has_variable(argument.value) for argument in node.arguments or ()):
-                fixed = convert(self.strawberry, arguments, get_argument_values(definition, node))
-                arguments = Arguments(definition, node, field, fixed, scalars)
+                fixed = arguments.convert(get_argument_values(definition, node))
+                arguments = Arguments(definition, node, arguments.convert, fixed)
         return Selected(key, source, shape, arguments, selects)
 
     def subfields(
@@ -564,20 +550,6 @@ def _has_variable(value: ValueNode) -> bool:
     return False
 
 
-def convert(
-    schema: strawberry.Schema, arguments: Arguments, values: dict[str, Any]
-) -> dict[str, Any]:
-    """graphql-core's coerced argument values as the field's resolver takes them."""
-    if arguments.scalars is not None:
-        return {python: values[name] for name, python in arguments.scalars if name in values}
-    return convert_arguments(
-        values,
-        arguments.strawberry_field.arguments,
-        scalar_registry=schema.schema_converter.scalar_registry,
-        config=schema.config,
-    )
-
-
 def _directive_variables(nodes: Iterable[Node]) -> tuple[str, ...]:
     """The variables that @skip and @include read anywhere in these definitions."""
     found: list[str] = []
@@ -622,7 +594,7 @@ class Compiler:
 
     def __init__(self, schema: strawberry.Schema) -> None:
         self.schema = schema
-        self.convert: Convert = partial(convert, schema)
+        self.converters = Converters(schema)
 
     async def answer(
         self,
@@ -654,7 +626,7 @@ class Compiler:
         plan = compiled.plans.get(values)
         if plan is None:
             try:
-                plan = Planner(self.schema, document, operation, variables).plan()
+                plan = Planner(self, document, operation, variables).plan()
             except Unplannable as reason:
                 log.debug("not compiled: %s", reason)
                 compiled.plannable = False
@@ -663,7 +635,7 @@ class Compiler:
             if len(compiled.plans) < Compiled.MAX_PLANS:
                 compiled.plans[values] = plan
         try:
-            result = await plan.run(context, variables, self.convert)
+            result = await plan.run(context, variables)
         except Exception as reason:  # a query's error to report: graphql-core reports it
             log.debug("compiled plan gave way to the standard executor: %r", reason)
             context.__dict__.pop("loaders", None)  # the standard run reads afresh
