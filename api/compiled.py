@@ -32,8 +32,10 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     GraphQLField,
+    GraphQLID,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLString,
     ListValueNode,
     Node,
     ObjectValueNode,
@@ -304,47 +306,78 @@ class Arguments:
 @dataclass(frozen=True, slots=True)
 class Selected:
     key: str
-    source: Get | Load | None  # None: __typename
-    shape: Shape | None
+    source: Get | Load
+    shape: Shape
     arguments: Arguments | None = None
     selects: frozenset[str] = frozenset()
-    typename: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The fields selected on one object type, in response order."""
+    """The fields selected on one object type, in response order. Each answer is made in one
+    pass over its parent: the fields taken from it (`row`: key, value, serialiser, non-null),
+    with a place kept for each read in batches afterwards (`batched`), so the keys stay in
+    response order."""
 
-    fields: tuple[Selected, ...]
+    row: tuple[tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any], bool], ...]
+    batched: tuple[Selected, ...]
+
+    @classmethod
+    def of(cls, fields: Iterable[Selected]) -> "Selection":
+        row: list[tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any], bool]] = []
+        batched = []
+        for selected in fields:
+            shape = selected.shape
+            if isinstance(selected.source, Get) and shape and shape.serialize is not None:
+                row.append((selected.key, selected.source.value, shape.serialize, shape.non_null))
+            else:
+                row.append((selected.key, None, _same, False))
+                batched.append(selected)
+        return cls(tuple(row), tuple(batched))
 
     async def fill(self, parents: list[Any], run: "Run") -> list[dict[str, Any]]:
-        answers: list[dict[str, Any]] = [{} for _ in parents]
-        for selected in self.fields:
-            key, source, shape = selected.key, selected.source, selected.shape
-            if source is None:
-                for answer in answers:
-                    answer[key] = selected.typename
-                continue
+        answers: list[dict[str, Any]] = []
+        for parent in parents:
+            answer: dict[str, Any] = {}
+            for key, value_of, serialize, non_null in self.row:
+                value = None if value_of is None else value_of(parent)
+                if value is not None:
+                    answer[key] = serialize(value)
+                elif non_null:
+                    raise Fallback(key)
+                else:
+                    answer[key] = None
+            answers.append(answer)
+        for selected in self.batched:
+            source, shape = selected.source, selected.shape
+            assert shape is not None
             if isinstance(source, Get):
                 values = list(map(source.value, parents))
             else:
+                assert source is not None
                 args = selected.arguments(run.variables) if selected.arguments else {}
                 values = await source.read(parents, Call(run.context, args, selected.selects))
-            assert shape is not None
-            if shape.serialize is not None:
-                serialize, non_null = shape.serialize, shape.non_null
-                for answer, value in zip(answers, values, strict=True):
-                    if value is None:
-                        if non_null:
-                            raise Fallback(key)
-                        answer[key] = None
-                    else:
-                        answer[key] = serialize(value)
-            else:
-                completed = await complete(shape, values, run)
-                for answer, value in zip(answers, completed, strict=True):
-                    answer[key] = value
+            key = selected.key
+            for answer, value in zip(answers, await complete(shape, values, run), strict=True):
+                answer[key] = value
         return answers
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _constant(value: Any) -> Callable[[Any], Any]:
+    return lambda _: value
+
+
+def _serializer(type_: Any) -> Callable[[Any], Any]:
+    """The leaf type's serialiser; for text, one that passes a str on as it is (what
+    graphql-core's String and ID serialisers do with one, after checking its type)."""
+    if type_ is GraphQLString or type_ is GraphQLID:
+        serialize = type_.serialize
+        return lambda value: value if value.__class__ is str else serialize(value)
+    return type_.serialize  # type: ignore[no-any-return]
 
 
 async def complete(shape: Shape, values: list[Any], run: "Run") -> list[Any]:
@@ -448,9 +481,7 @@ class Planner:
     def selection(
         self, parent: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]
     ) -> Selection:
-        return Selection(
-            tuple(self.selected(parent, key, details) for key, details in grouped.items())
-        )
+        return Selection.of(self.selected(parent, key, details) for key, details in grouped.items())
 
     def selected(
         self, parent: GraphQLObjectType, key: str, details: list[FieldDetails]
@@ -458,7 +489,7 @@ class Planner:
         node = details[0].node
         name = node.name.value
         if name == "__typename":
-            return Selected(key, None, None, typename=parent.name)
+            return Selected(key, Get(_constant(parent.name)), Shape(True, _same))
         source = self.sources(parent.name).get(name)
         definition = parent.fields.get(name)
         if source is None or definition is None:
@@ -523,7 +554,7 @@ class Planner:
         if is_list_type(inner):
             return Shape(non_null, item=self.shape(inner.of_type, subfields))
         if is_leaf_type(inner):
-            return Shape(non_null, serialize=inner.serialize)
+            return Shape(non_null, serialize=_serializer(inner))
         if is_object_type(inner):
             return Shape(non_null, selection=self.selection(inner, subfields))
         raise Unplannable(f"abstract type {inner}")  # planned by `abstract`
