@@ -81,6 +81,10 @@ class Settings:
     # Queries on the fast path are answered from compiled plans (api/compiled.py). Off, every
     # query goes through graphql-core: the same answers, slower (tests/test_compiled.py).
     compiled_execution: bool = True
+    # Query answers kept while the data they were made from is unchanged (api/cache.py), up to
+    # this many bytes of answers.
+    response_cache: bool = True
+    response_cache_bytes: int = 32 * 1024 * 1024
 
     @property
     def development(self) -> bool:
@@ -216,6 +220,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_operations": _log_operations,
     "http_fast_path": _boolean,
     "compiled_execution": _boolean,
+    "response_cache": _boolean,
+    "response_cache_bytes": _positive(int),
 }
 _LIMIT_PARSER = _positive(int)
 

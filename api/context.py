@@ -11,6 +11,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from api.auth import OPEN, Authenticator, Principal, Role
+from api.cache import ResponseCache
 from api.config import Settings
 from api.errors import disabled, top_level
 from api.fanout import Audiences
@@ -46,9 +47,17 @@ class Services:
     subscribe_limiter: RateLimiter
     event_loaders: EventLoaders = field(init=False)
     audiences: Audiences = field(default_factory=Audiences)
+    response_cache: ResponseCache | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.event_loaders = EventLoaders(self.reader)
+        cache = self.settings.response_cache
+        self.response_cache = ResponseCache(self.settings.response_cache_bytes) if cache else None
+
+    async def data_version(self) -> int:
+        """Moved by every committed change (api/cache.py): one indexed row."""
+        rows = await self.database.fetch("SELECT version FROM event_log_state WHERE id = 1")
+        return int(rows[0][0])
 
     def reader(self, scope: frozenset[str] | None) -> SessionReader:
         return SessionReader(self.database, self.settings.limits, scope)

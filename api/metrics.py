@@ -43,6 +43,17 @@ EXECUTIONS = Counter(
     "for every answer with errors).",
     ["path"],
 )
+CACHE_HITS = Counter(
+    "session_service_response_cache_hits_total", "Queries answered from the response cache."
+)
+CACHE_MISSES = Counter(
+    "session_service_response_cache_misses_total",
+    "Cacheable queries computed: no entry, or one made from data that has changed since.",
+)
+CACHE_EVICTIONS = Counter(
+    "session_service_response_cache_evictions_total",
+    "Cached answers dropped to keep the cache within its size.",
+)
 WEBSOCKETS_OPEN = Gauge(
     "session_service_websocket_connections",
     "Open WebSocket connections.",

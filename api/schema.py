@@ -131,6 +131,19 @@ class SessionSchema(strawberry.Schema):
         observe(kind, operation_name, started, result.errors, request_id, self.log_all)
         return ExecutionResult(data=result.data, errors=result.errors)
 
+    def query_operation(
+        self, query: str, operation_name: str | None
+    ) -> OperationDefinitionNode | None:
+        """The operation a request runs, when it is a valid query: what may be cached."""
+        try:
+            checked = self.documents.check(self._schema, query)
+        except Exception:  # it does not parse: execute reports it
+            return None
+        operation = None if checked.errors else _operation(checked.document, operation_name)
+        if operation is None or operation.operation.value != "query":
+            return None
+        return operation
+
     def _failed(
         self,
         operation_type: str,

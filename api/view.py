@@ -2,6 +2,7 @@
 POSTs and the WebSocket handler."""
 
 import json
+import time
 from typing import Any
 
 import orjson
@@ -15,10 +16,13 @@ from strawberry.http import process_result
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from api.auth import NOBODY, OPEN, Unauthenticated
+from api.cache import Key, cache_key
 from api.context import Context, Services
+from api.extension import observe
 from api.graphiql import graphiql_page
 from api.limits import error_body
 from api.metrics import WEBSOCKETS_OPEN
+from api.schema import SessionSchema
 from api.websocket import TransportWSHandler
 
 
@@ -117,12 +121,16 @@ class GraphQLView(GraphQL[Context, None]):
                 message = f"The GraphQL operation's `{name}` must be {kind} or null, if provided."
                 return PlainTextResponse(message, 400)
         context = await self.get_context(request)
+        operation_name = data.get("operationName")
+        cached = await self._cached(context, query, operation_name, variables)
+        if isinstance(cached, Answer):
+            return cached
         try:
             result = await self.schema.execute(
                 query,
                 variable_values=variables,
                 context_value=context,
-                operation_name=data.get("operationName"),
+                operation_name=operation_name,
                 operation_extensions=extensions,
             )
         except CannotGetOperationTypeError as error:
@@ -131,7 +139,42 @@ class GraphQLView(GraphQL[Context, None]):
             return PlainTextResponse(error.as_http_error_reason("POST"), 400)
         except MissingQueryError:
             return PlainTextResponse("No GraphQL query found in the request", 400)
-        return Answer(orjson.dumps(process_result(result)), context.request_id)
+        body = orjson.dumps(process_result(result))
+        if cached is not None and not result.errors:
+            key, version = cached
+            context.services.response_cache.put(key, version, body)  # type: ignore[union-attr]
+        return Answer(body, context.request_id)
+
+    async def _cached(
+        self, context: Context, query: Any, operation_name: Any, variables: Any
+    ) -> "Answer | tuple[Key, int] | None":
+        """The cached answer to a query; else, when its answer may be kept, its key and the
+        data version read before computing it; None when it may not."""
+        cache = context.services.response_cache
+        if (
+            cache is None
+            or not isinstance(query, str)
+            or not isinstance(operation_name, str | None)
+        ):
+            return None
+        started = time.perf_counter()
+        schema = self.schema
+        assert isinstance(schema, SessionSchema)
+        operation = schema.query_operation(query, operation_name)
+        key = (
+            None
+            if operation is None
+            else cache_key(query, operation_name, variables, context.principal)
+        )
+        if key is None:
+            return None
+        version = await context.services.data_version()
+        body = cache.get(key, version)
+        if body is None:
+            return key, version
+        name = operation.name.value if operation.name else None  # type: ignore[union-attr]
+        observe("query", name, started, None, context.request_id, schema.log_all)
+        return Answer(body, context.request_id)
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: Strawberry sends bytes over a WebSocket as binary frames.

@@ -98,6 +98,7 @@ class Janitor:
                 self.database.time(ended_before),
                 limit,
             )
+            write.changed = bool(deleted)
         return len(deleted)
 
     async def prune_events(self, before: datetime, limit: int = 500) -> int:

@@ -133,6 +133,8 @@ class EventLogState(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     last_cursor: int = Field(default=0, sa_type=sa.BigInteger)
     pruned_through: int = Field(default=0, sa_type=sa.BigInteger)
+    # Moved by every transaction that changed what a query can read (api/cache.py).
+    version: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class IdempotencyRow(SQLModel, table=True):

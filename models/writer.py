@@ -53,6 +53,9 @@ class Write:
         self.pruned_through = pruned_through
         self._pruned = pruned_through
         self.events: list[EventRecord] = []
+        # A change that records no event (the janitor deleting old sessions) says so here: the
+        # data version moves with every change (api/cache.py relies on it).
+        self.changed = False
 
     def record(self, kind: EventKind, session: SessionRecord) -> None:
         self.last_cursor += 1
@@ -87,9 +90,10 @@ class Write:
             [(e.cursor, str(e.kind), e.session_key, e.data_source, time(e.occurred_at))
              for e in self.events],
         )  # fmt: skip
-        if self.events or self.pruned_through != self._pruned:
+        if self.events or self.changed or self.pruned_through != self._pruned:
             await self.connection.execute(
-                "UPDATE event_log_state SET last_cursor = ?, pruned_through = ? WHERE id = 1",
+                "UPDATE event_log_state SET last_cursor = ?, pruned_through = ?, "
+                "version = version + 1 WHERE id = 1",
                 self.last_cursor,
                 self.pruned_through,
             )

@@ -43,10 +43,31 @@ SCHEMA_SDL = (Path(__file__).parent.parent / "schema.graphql").read_text()
 
 
 class Pair:
-    """The service twice on one database: compiled execution on, and off."""
+    """The service twice on one database: compiled execution and the response cache on, and
+    both off."""
 
     def __init__(self, compiled: LiveServer, standard: LiveServer, keys: list[str]) -> None:
         self.compiled, self.standard, self.keys = compiled, standard, keys
+        self.writes = 0
+
+    def write(self, change: str, key: str) -> None:
+        """A change through the standard server, which the compiled one must then show."""
+        self.writes += 1
+        with Client(self.standard.url, headers={"authorization": f"Bearer {ADMIN}"}) as client:
+            if change == "rename":
+                client.mutate(
+                    "updateSessionIdentifier",
+                    "UpdateSessionIdentifierInput",
+                    sessionKey=key,
+                    identifier=f"renamed {self.writes}",
+                )
+            else:
+                client.mutate(
+                    "updateSessionDetails",
+                    "UpdateSessionDetailsInput",
+                    sessionKey=key,
+                    details=[{"name": "track", "value": f"lap {self.writes}"}],
+                )
 
     def answers(self, query: str, variables: dict[str, Any], token: str) -> tuple[Any, Any]:
         body = json.dumps({"query": query, "variables": variables}).encode()
@@ -97,7 +118,7 @@ def _seed(url: str) -> list[str]:
 @pytest.fixture
 def pair(make_server: Any) -> Pair:
     compiled = make_server(tokens=TOKENS)
-    standard = make_server(tokens=TOKENS, compiled_execution=False)
+    standard = make_server(tokens=TOKENS, compiled_execution=False, response_cache=False)
     return Pair(compiled, standard, _seed(compiled.url))
 
 
@@ -215,8 +236,12 @@ def _differential(pair: Pair, max_examples: int) -> Callable[..., None]:
         flag=st.booleans(),
         depth=st.sampled_from(DEPTHS),
         caller=st.sampled_from(CALLERS),
+        write=st.sampled_from([None, None, "rename", "detail"]),
     )
-    def check(query: str, key: str, flag: bool, depth: int, caller: str) -> None:
+    def check(query: str, key: str, flag: bool, depth: int, caller: str, write: Any) -> None:
+        # Writes between the reads: the compiled server's response cache must see each.
+        if write is not None:
+            pair.write(write, key)
         variables = {"key": key, "flag": flag, "depth": depth}
         variables = {name: value for name, value in variables.items() if f"${name}" in query}
         compiled, standard = pair.answers(query, variables, caller)
@@ -350,7 +375,9 @@ def twins(make_server: Any, database_url: str, tmp_path: Path, postgres: Any) ->
         other = f"sqlite+aiosqlite:///{tmp_path / 'standard.db'}"
     else:
         other = postgres.new()
-    standard = make_server(tokens=MUTATION_TOKENS, compiled_execution=False, database_url=other)
+    standard = make_server(
+        tokens=MUTATION_TOKENS, compiled_execution=False, response_cache=False, database_url=other
+    )
     yield Twins(compiled, standard)
     if not database_url.startswith("sqlite"):
         standard.__exit__(None, None, None)

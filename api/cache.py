@@ -1,0 +1,64 @@
+"""An exact response cache for queries: an answer is served again only while the data it was
+made from is still the data.
+
+Every change commits with a move of the data version (`event_log_state.version`: every write
+use case, and the janitor's deletions, which record no event). A query's encoded answer is kept
+with the version read before it was computed; a request first reads the version, one indexed
+row, and is answered from the cache only when the entry's version is that version. A change
+committed while an answer was being computed moves the version past the entry's, so a cached
+answer is never older than the database, whichever instance wrote. Only answers without errors
+are kept; the key is the document, the operation, the variables and who asks (role and scope).
+"""
+
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+
+from api.metrics import CACHE_EVICTIONS, CACHE_HITS, CACHE_MISSES
+from api.principal import Principal
+
+Key = tuple[str, str | None, bytes, Any, Any]
+
+
+def cache_key(
+    query: str, operation: str | None, variables: dict[str, Any] | None, caller: Principal
+) -> Key | None:
+    """The entry's key, or None for variables that have no one encoding (not JSON-typed)."""
+    try:
+        encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+    return (query, operation, encoded, caller.role, caller.data_sources)
+
+
+class ResponseCache:
+    """Encoded answers by key, with the data version each was made at; at most `max_bytes` of
+    answers, the least recently used evicted first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[Key, tuple[int, bytes]] = OrderedDict()
+
+    def get(self, key: Key, version: int) -> bytes | None:
+        found = self._entries.get(key)
+        if found is None or found[0] != version:
+            CACHE_MISSES.inc()
+            return None
+        self._entries.move_to_end(key)
+        CACHE_HITS.inc()
+        return found[1]
+
+    def put(self, key: Key, version: int, body: bytes) -> None:
+        if len(body) > self.max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old[1])
+        self._entries[key] = (version, body)
+        self.size += len(body)
+        while self.size > self.max_bytes:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.size -= len(evicted)
+            CACHE_EVICTIONS.inc()
