@@ -237,3 +237,23 @@ def test_a_session_asked_for_with_its_details_is_one_statement(
         "query Q($key: ID!) { session(key: $key) { key ... on Session { details { name } } } }"
     )
     assert statements_for(server, client, fragment, key=key) == 1
+
+
+def test_a_walk_selecting_only_keys_reads_no_session(server: LiveServer, client: Client) -> None:
+    """The walk brings each reached session's data source: the caller's scope is checked on
+    it, and sessions are read only when more than their keys is selected."""
+    leaf = client.create(identifier="leaf")["key"]
+    middle = client.create(identifier="middle", associateSessionKeys=[leaf])["key"]
+    root = client.create(identifier="root", associateSessionKeys=[middle])["key"]
+    keys_only = (
+        "query Q($key: ID!) { session(key: $key) { descendants { depth viaKey "
+        "session { key dataSource __typename } } } }"
+    )
+    # The root session, then the walk.
+    assert statements_for(server, client, keys_only, key=root) == 2
+    more = "query Q($key: ID!) { session(key: $key) { descendants { session { identifier } } } }"
+    assert statements_for(server, client, more, key=root) == 3
+    assert client.data(more, {"key": root})["session"]["descendants"] == [
+        {"session": {"identifier": "middle"}},
+        {"session": {"identifier": "leaf"}},
+    ]
