@@ -114,9 +114,12 @@ class Get:
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """The values of a whole batch of parents, read at once."""
+    """The values of a whole batch of parents, read at once. `check` refuses arguments the read
+    would refuse: arguments written into the document are checked when it is planned, so a
+    document that always fails goes straight to graphql-core instead of reading first."""
 
     read: Read
+    check: Callable[[dict[str, Any]], None] | None = None
 
 
 # -- where every field's values come from, by type: the records the reads return -----------
@@ -186,6 +189,10 @@ async def _walk(direction: Direction, parents: list[SessionRecord], call: Call) 
     return found
 
 
+def _walk_depth(args: dict[str, Any]) -> None:
+    check_depth(args["max_depth"])
+
+
 # What a walk's node knows of its session without reading it.
 NODE_FIELDS = frozenset({"key", "dataSource", "__typename"})
 
@@ -233,8 +240,8 @@ SOURCES: dict[str, dict[str, Get | Load]] = {
         "associateSessionKeys": Load(_associate_keys),
         "associates": Load(partial(_linked, "children")),
         "parents": Load(partial(_linked, "parents")),
-        "descendants": Load(partial(_walk, Direction.DOWN)),
-        "ancestors": Load(partial(_walk, Direction.UP)),
+        "descendants": Load(partial(_walk, Direction.DOWN), _walk_depth),
+        "ancestors": Load(partial(_walk, Direction.UP), _walk_depth),
     },
     # (name, value)
     "SessionDetail": {"name": Get(itemgetter(0)), "value": Get(itemgetter(1))},
@@ -512,6 +519,11 @@ class Planner:
             if not any(_has_variable(argument.value) for argument in node.arguments or ()):
                 fixed = arguments.convert(get_argument_values(definition, node))
                 arguments = Arguments(definition, node, arguments.convert, fixed)
+                if isinstance(source, Load) and source.check is not None:
+                    try:
+                        source.check(fixed)
+                    except Exception as refused:
+                        raise Unplannable(f"{parent.name}.{name}: {refused}") from refused
         return Selected(key, source, shape, arguments, selects)
 
     def subfields(
