@@ -34,18 +34,37 @@ def cache_key(
 
 class ResponseCache:
     """Encoded answers by key, with the data version each was made at; at most `max_bytes` of
-    answers, the least recently used evicted first."""
+    answers, the least recently used evicted first.
+
+    Reading the version costs a round trip to the database, which only hits repay: while
+    writes move the version faster than answers are asked for again, every lookup misses and
+    the cache would make reads slower (bench/REPORT.md measured it with 50 writes a second).
+    So the cache follows its recent hit rate and, below `WORTH_IT`, asks for the version on one
+    request in `PROBE_EVERY` only, which notices when hits come back."""
+
+    WORTH_IT = 0.25
+    PROBE_EVERY = 16
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0
+        self.hit_rate = 1.0  # a moving average over about the last 32 lookups
+        self._requests = 0
         self._entries: OrderedDict[Key, tuple[int, bytes]] = OrderedDict()
+
+    def worth_asking(self) -> bool:
+        """Whether this request should read the data version and use the cache."""
+        self._requests += 1
+        return self.hit_rate >= self.WORTH_IT or self._requests % self.PROBE_EVERY == 0
 
     def get(self, key: Key, version: int) -> bytes | None:
         found = self._entries.get(key)
-        if found is None or found[0] != version:
+        hit = found is not None and found[0] == version
+        self.hit_rate += (hit - self.hit_rate) / 32
+        if not hit:
             CACHE_MISSES.inc()
             return None
+        assert found is not None
         self._entries.move_to_end(key)
         CACHE_HITS.inc()
         return found[1]

@@ -166,7 +166,7 @@ class GraphQLView(GraphQL[Context, None]):
             if operation is None
             else cache_key(query, operation_name, variables, context.principal)
         )
-        if key is None:
+        if key is None or not cache.worth_asking():
             return None
         version = await context.services.data_version()
         body = cache.get(key, version)

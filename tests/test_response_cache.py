@@ -6,7 +6,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from api.auth import Token
+from api.auth import Principal, Role, Token
+from api.cache import ResponseCache, cache_key
 from tests.client import Client
 from tests.conftest import LiveServer
 
@@ -115,3 +116,24 @@ def test_the_cache_keeps_within_its_size(make_server: Any) -> None:
             client.data(QUERY, {"key": key})
         assert server.services.response_cache.size <= 200
         assert (REGISTRY.get_sample_value(evictions) or 0.0) >= before + 2
+
+
+def test_while_lookups_miss_the_version_is_read_on_one_request_in_sixteen() -> None:
+    """Writes that outpace repeats make every lookup miss: the version's read would then cost
+    more than the cache saves, so it is skipped but for probes, until hits come back."""
+    cache = ResponseCache(max_bytes=1 << 20)
+    caller = Principal(Role.READ, None)
+    key = cache_key("{ dataSources { name } }", None, None, caller)
+    assert key is not None
+    assert all(cache.worth_asking() for _ in range(64))  # hopeful at first
+    for version in range(100):  # every answer stale by the next request
+        cache.put(key, version, b"answer")
+        assert cache.get(key, version + 1) is None
+    asked = [cache.worth_asking() for _ in range(64)]
+    assert sum(asked) == 64 // ResponseCache.PROBE_EVERY
+    cache.put(key, 200, b"answer")
+    while not cache.worth_asking():
+        pass
+    for _ in range(100):  # the data stopped changing: probes hit, and the cache is back
+        assert cache.get(key, 200) == b"answer"
+    assert all(cache.worth_asking() for _ in range(64))
