@@ -1,4 +1,4 @@
-"""Compiled execution of queries: a document planned once, then answered without graphql-core.
+"""Compiled execution: a document planned once, then answered without graphql-core.
 
 graphql-core completes every field of every object through its general machinery (an info
 object, a resolver call, awaitable checks, a completion per value): some 5 µs a field, so a page
@@ -9,13 +9,14 @@ each selected field it holds where the values come from, for a whole batch of pa
 (a record's column, or one loader read for the batch), and how they become JSON (the schema's
 own scalar and enum serialisers). Running it fills the response level by level.
 
-Only answers without errors are compiled. A field that fails, a non-null field without a value,
-variables that do not coerce: the plan gives up (`Fallback`) and graphql-core answers the whole
-operation, so every error, partial result and location is the standard executor's own. A query
-has no side effects, so trying it twice changes nothing. Documents the planner does not know
-(introspection, mutations, a field without a compiled source) always take the standard path.
-tests/test_compiled.py runs generated documents both ways and compares the bytes.
-"""
+A query's plan answers only when there is no error. A field that fails, a non-null field
+without a value, variables that do not coerce: the plan gives up (`Fallback`) and graphql-core
+answers the whole operation, so every error, partial result and location is the standard
+executor's own; a query has no side effects, so trying it twice changes nothing. A mutation
+(one field per operation) runs its use case once; its failure is located as graphql-core
+locates it (`Failed`), never retried. Documents the planner does not know (introspection,
+several mutation fields, a field without a compiled source) always take the standard path.
+tests/test_compiled.py runs generated documents both ways and compares the bytes."""
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -623,7 +624,6 @@ class Compiled:
     """One operation of one document: its plans by the values of its @skip/@include
     variables, or none at all when the planner does not know what it selects."""
 
-    operation: OperationDefinitionNode
     directive_variables: tuple[str, ...]
     plannable: bool = True
     plans: dict[tuple[Any, ...], Plan] = field(default_factory=dict)
@@ -632,8 +632,8 @@ class Compiled:
 
 
 class Compiler:
-    """Answers queries over HTTP from plans where it can. `Documents` keeps each document's
-    `Compiled` operations beside its validation, so a plan lives as long as its document."""
+    """Answers queries and mutations over HTTP from plans where it can. `Documents` keeps each
+    document's `Compiled` operations beside its validation, so a plan lives as long as it."""
 
     def __init__(self, schema: strawberry.Schema) -> None:
         self.schema = schema
@@ -652,7 +652,6 @@ class Compiler:
         compiled = plans.get(name)
         if compiled is None:
             compiled = plans[name] = Compiled(
-                operation,
                 _directive_variables(document.definitions),
                 plannable=operation.operation is not OperationType.SUBSCRIPTION,
             )
