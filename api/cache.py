@@ -43,7 +43,7 @@ class ResponseCache:
     request in `PROBE_EVERY` only, which notices when hits come back."""
 
     WORTH_IT = 0.25
-    PROBE_EVERY = 16
+    PROBE_EVERY = 64
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

@@ -562,7 +562,9 @@ def run_scenario(scenario: Scenario, env: dict[str, str], args: argparse.Namespa
         for row in scenario.rows
     ]  # fmt: skip
     for run in range(args.runs):
-        for variant in scenario.variants:
+        # Every other run in reverse order: a machine that drifts faster or slower through a
+        # scenario favours no variant.
+        for variant in scenario.variants if run % 2 == 0 else reversed(scenario.variants):
             with serve(variant.command(), env) as server:
                 wrk(server, variant, scenario.loads, args.warmup)
                 before = server.cpu_seconds()
