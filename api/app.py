@@ -12,6 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from api.admission import Admission
 from api.auth import Authenticator, identified
 from api.config import Settings, load_settings
 from api.context import Services
@@ -45,7 +46,12 @@ def create_app(settings: Settings | None = None) -> "Service":
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = Database(settings.database_url, pool_size=settings.db_pool_size)
+        database = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            timeout=settings.request_timeout_seconds,
+            max_waiting=settings.db_max_waiting,
+        )
         await database.migrate()
         hub = EventHub(
             EventLog(database),
@@ -111,12 +117,17 @@ def create_app(settings: Settings | None = None) -> "Service":
     ]
     middleware = [Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
     app = Service(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.graphql = BodyLimit(graphql, max_bytes=settings.max_body_bytes)
+    # Admitted once the body is in: a client sending its body slowly holds no slot.
+    admitted = Admission(
+        graphql, limit=settings.max_requests_in_flight, timeout=settings.request_timeout_seconds
+    )
+    app.state.graphql = BodyLimit(admitted, max_bytes=settings.max_body_bytes)
     return app
 
 
 class Service(Starlette):
-    """Starlette, with POSTs to /graphql sent straight to the view behind the body limit:
+    """Starlette, with POSTs to /graphql sent straight to the view behind the body limit and
+    admission control:
     Starlette's error and exception middleware and its router cost about a sixth of a small
     query's CPU, and the view answers every request itself (tests/test_fast_path.py)."""
 

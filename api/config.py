@@ -40,6 +40,15 @@ class Settings:
     event_retention_seconds: float = 30 * 24 * 3600
     cleanup_interval_seconds: float = 60.0
     db_pool_size: int = 10
+    # Hung peers: all of a request's PostgreSQL work (waiting for a connection, connecting,
+    # statements) ends within this many seconds, else it fails as UNAVAILABLE (background reads
+    # get as long per use); and at most this many operations wait for a pool connection at once
+    # (more fail as UNAVAILABLE at once).
+    request_timeout_seconds: float = 10.0
+    db_max_waiting: int = 100
+    # Overload: POSTs to /graphql answered at once, at most; more are refused with 503,
+    # Retry-After and OVERLOADED before their body is read (api/admission.py).
+    max_requests_in_flight: int = 64
     # How long /metrics may reuse the per-data-source counts it read from the database.
     metrics_cache_seconds: float = 5.0
     # On SIGTERM: stop accepting, close WebSockets with 1012, let requests finish this long.
@@ -196,6 +205,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "event_retention_seconds": _non_negative,
     "cleanup_interval_seconds": _positive(float),
     "db_pool_size": _positive(int),
+    "request_timeout_seconds": _positive(float),
+    "db_max_waiting": _positive(int),
+    "max_requests_in_flight": _positive(int),
     "metrics_cache_seconds": _non_negative,
     "shutdown_timeout_seconds": _positive(int),
     "tokens": _tokens,

@@ -1,12 +1,12 @@
 """Health endpoints: /healthz (the process answers) and /readyz (it can do its work)."""
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.context import Services
+from models.database import deadline
 
 READY_TIMEOUT = 2.0
 
@@ -26,7 +26,10 @@ async def readyz(request: Request) -> Response:
     if identities.issuers:
         report["issuers"] = identities.report()
     try:
-        await asyncio.wait_for(services.database.ping(), READY_TIMEOUT)
+        # A deadline, not a cancellation: cancelling a statement a paused database never answers
+        # left the probe waiting on the cancel request (models/database.py).
+        with deadline(READY_TIMEOUT):
+            await services.database.ping()
     except Exception as error:
         report |= {"status": "unavailable", "database": type(error).__name__}
         return JSONResponse(report, status_code=503)

@@ -10,6 +10,7 @@ from graphql import GraphQLError
 
 from api.errors import ApiError
 from api.metrics import DATABASE_ERRORS
+from models import DatabaseUnavailable
 
 log = logging.getLogger("api.schema")
 
@@ -33,6 +34,7 @@ DATABASE_ERRORS_RAISED = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
+    DatabaseUnavailable,
 )
 # SQLSTATE classes of a database that cannot serve: connection exception, insufficient
 # resources, operator intervention (shutdown), and a database that does not exist (3D000).
@@ -46,7 +48,8 @@ def _unavailable(error: BaseException | None) -> bool:
     # asyncpg's InterfaceError and InternalClientError: the connection was lost, closed or
     # left mid-operation under the statement (the connection is then discarded, see
     # models/database.py); SQLite's OperationalError: the file is locked or cannot be opened.
-    lost = asyncpg.InterfaceError | asyncpg.InternalClientError
+    # DatabaseUnavailable: no answer within the request's bound (see models/database.py).
+    lost = asyncpg.InterfaceError | asyncpg.InternalClientError | DatabaseUnavailable
     return isinstance(error, OSError | TimeoutError | lost | sqlite3.OperationalError)
 
 

@@ -78,6 +78,10 @@ BUS_RECONNECTS = Counter(
     "session_service_bus_reconnects_total",
     "Times the bus connection was lost and reconnection began.",
 )
+REQUESTS_REFUSED = Counter(
+    "session_service_requests_refused_total",
+    "POSTs to /graphql refused with 503 because as many as allowed were in flight.",
+)
 DATABASE_ERRORS = Counter(
     "session_service_database_errors_total", "Operations that failed in the database."
 )

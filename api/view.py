@@ -21,6 +21,7 @@ from api.context import Context, Services
 from api.extension import observe
 from api.graphiql import graphiql_page
 from api.limits import error_body
+from api.masking import DATABASE_ERRORS_RAISED
 from api.metrics import WEBSOCKETS_OPEN
 from api.schema import SessionSchema
 from api.websocket import TransportWSHandler
@@ -168,7 +169,12 @@ class GraphQLView(GraphQL[Context, None]):
         )
         if key is None or not cache.worth_asking():
             return None
-        version = await context.services.data_version()
+        try:
+            version = await context.services.data_version()
+        except (*DATABASE_ERRORS_RAISED, OSError):
+            # The database cannot answer: executing the query reports that as its errors
+            # (UNAVAILABLE), and within the request's bound, which this read has used up.
+            return None
         body = cache.get(key, version)
         if body is None:
             return key, version

@@ -4,6 +4,7 @@ from models.database import Database
 from models.errors import (
     AssociationCycle,
     CursorExpired,
+    DatabaseUnavailable,
     DomainError,
     IdempotencyMismatch,
     InvalidInput,
@@ -25,6 +26,7 @@ __all__ = [
     "AssociationCycle",
     "CursorExpired",
     "Database",
+    "DatabaseUnavailable",
     "DetailsChange",
     "Direction",
     "DomainError",

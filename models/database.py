@@ -10,8 +10,9 @@ import asyncio
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -27,14 +28,19 @@ from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from models.errors import DatabaseUnavailable
+
 logger = logging.getLogger(__name__)
 
 # An arbitrary constant naming the advisory lock that serialises migrations.
 _MIGRATION_LOCK = 7_412_001
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
-# How long a request waits for a free PostgreSQL connection before it fails as UNAVAILABLE.
-POOL_TIMEOUT_SECONDS = 10
+# The event loop's time by which the current request's database work must be done (see
+# `deadline`); None outside a request: each use of a connection then gets the database's timeout.
+_DEADLINE: ContextVar[float | None] = ContextVar("database_deadline", default=None)
+# A new PostgreSQL connection must be up within this (or the operation's bound, if sooner).
+CONNECT_TIMEOUT_SECONDS = 5.0
 Row = Sequence[Any]
 Listener = Callable[[str], None]
 
@@ -113,14 +119,19 @@ class Database:
         busy_timeout_ms: int = 10_000,
         pool_size: int = 10,
         read_connections: int = 2,
-        statement_timeout_seconds: float = 60,
+        timeout: float = 10,
+        max_waiting: int = 100,
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.busy_timeout_ms = busy_timeout_ms
         self.pool_size = pool_size
         self.read_connections = read_connections
-        self.statement_timeout_seconds = statement_timeout_seconds
+        # PostgreSQL: the most a use of a connection may take, from the wait for it to its
+        # release, and how many operations may wait for one (beyond: DatabaseUnavailable).
+        self.timeout = timeout
+        self.max_waiting = max_waiting
+        self._acquiring = 0
         # Called with every statement's text before it runs: tests count statements with it.
         self.listeners: list[Listener] = []
         self._opening = asyncio.Lock()
@@ -209,17 +220,48 @@ class Database:
 
     @asynccontextmanager
     async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pool connection that is never reused once it failed below SQL: asyncpg's reset,
+        """A pool connection, used until the operation's deadline at most.
+
+        A database that stops answering without closing its sockets (paused, a network
+        partition) would hold every waiting request as long as it lasts. At the deadline the
+        connection is terminated instead of cancelled: the statement under way fails at once,
+        a transaction not yet committed is rolled back by the server, and nothing waits for a
+        cancel request or a ROLLBACK the silent server would never answer (asyncpg's cancel on
+        release waited that long, and so did /readyz's `wait_for`). A connection that failed
+        below SQL, or whose operation was cancelled, is never reused either: asyncpg's reset,
         which we skip, would have found it broken (a database restart left one "with another
         operation in progress" for the next request)."""
         assert self._pool is not None
-        async with self._pool.acquire(timeout=POOL_TIMEOUT_SECONDS) as driver:
-            try:
-                yield driver
-            except BaseException as error:
-                if _broken(error):
-                    driver.terminate()
-                raise
+        loop = asyncio.get_running_loop()
+        deadline = min(_DEADLINE.get() or float("inf"), loop.time() + self.timeout)
+        if self._acquiring >= self.max_waiting:
+            raise DatabaseUnavailable(f"{self._acquiring} operations already wait for a connection")
+        self._acquiring += 1
+        try:
+            driver = await self._pool.acquire(timeout=max(deadline - loop.time(), 0.001))
+        except TimeoutError as error:
+            raise DatabaseUnavailable("no database connection within the bound") from error
+        finally:
+            self._acquiring -= 1
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            driver.terminate()
+
+        watchdog = loop.call_at(deadline, expire)
+        try:
+            yield driver
+        except BaseException as error:
+            if _broken(error) or isinstance(error, asyncio.CancelledError):
+                driver.terminate()
+            if expired and not isinstance(error, asyncio.CancelledError):
+                raise DatabaseUnavailable("the database did not answer within the bound") from error
+            raise
+        finally:
+            watchdog.cancel()
+            await self._pool.release(driver)
 
     # -- statements that differ by backend ----------------------------------------------------
 
@@ -261,8 +303,8 @@ class Database:
                     _asyncpg_dsn(self.url),
                     min_size=1,
                     max_size=self.pool_size,
-                    timeout=5,
-                    command_timeout=self.statement_timeout_seconds,
+                    timeout=min(CONNECT_TIMEOUT_SECONDS, self.timeout),
+                    command_timeout=self.timeout,
                     # Our connections keep no session state to reset between uses: skip the
                     # round trip asyncpg's default reset makes on every release.
                     reset=_no_reset,
@@ -312,6 +354,18 @@ class Database:
             self._readers = asyncio.LifoQueue()
             self._writer = None
             self._ready = False
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound every use of a PostgreSQL connection in this block (and the tasks it starts) to end
+    within `seconds` from now, all together: a request's database work, however many statements
+    and connections it takes, fails as DatabaseUnavailable by then."""
+    token = _DEADLINE.set(asyncio.get_running_loop().time() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 async def _rollback(connection: Connection) -> None:

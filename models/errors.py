@@ -43,3 +43,8 @@ class CursorExpired(DomainError):
         super().__init__(
             f"Cursor {cursor} is older than the retained event log (oldest resumable: {oldest})."
         )
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer within the operation's bound, or too many operations already
+    wait for a connection: nothing is known to have changed, and the caller may retry."""

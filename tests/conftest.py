@@ -18,6 +18,7 @@ from api import Settings, create_app
 from api.app import server_options
 from models import Database
 from tests.client import Client
+from tests.services import PrivatePostgres
 
 POSTGRES_ENV = "SESSION_SERVICE_TEST_POSTGRES_URL"
 REDIS_ENV = "SESSION_SERVICE_TEST_REDIS_URL"
@@ -109,6 +110,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any, postgres: Any) -
     url = postgres.new()
     yield url
     postgres.drop(url)
+
+
+@pytest.fixture
+def private_postgres(postgres: Any) -> Iterator[PrivatePostgres]:
+    """A cluster of this test's own, to stop or pause."""
+    if postgres is None:  # the same switch as every PostgreSQL test
+        pytest.skip("needs SESSION_SERVICE_TEST_POSTGRES_URL (and PostgreSQL server binaries)")
+    cluster = PrivatePostgres().start()
+    yield cluster
+    cluster.remove()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -63,6 +64,10 @@ class PrivateRedis:
 
     def stop(self) -> None:
         self.kill()
+
+    def processes(self) -> list[int]:
+        assert self.process is not None
+        return [self.process.pid]
 
 
 COMMAND = str(Path(sys.executable).parent / "session-service")
@@ -150,7 +155,36 @@ class PrivatePostgres:
         self.stop()
         self.start()
 
+    def processes(self) -> list[int]:
+        """This cluster's postmaster (from its postmaster.pid), then its children (backends and
+        helpers): pausing them in that order lets the postmaster start no new one meanwhile."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        return [postmaster, *children(postmaster)]
+
     def remove(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def pause(pids: list[int]) -> None:
+    """SIGSTOP: the processes keep their sockets open and answer nothing."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+
+def resume(pids: list[int]) -> None:
+    for pid in reversed(pids):
+        os.kill(pid, signal.SIGCONT)
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found

@@ -2,10 +2,6 @@
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
 
 from api import Settings
 from tests.client import CREATE, Client
@@ -13,15 +9,6 @@ from tests.conftest import UNLIMITED, LiveServer
 from tests.services import PrivatePostgres
 
 WRITES = 60
-
-
-@pytest.fixture
-def private_postgres(postgres: Any) -> Iterator[PrivatePostgres]:
-    if postgres is None:  # the same switch as every PostgreSQL test
-        pytest.skip("needs SESSION_SERVICE_TEST_POSTGRES_URL (and PostgreSQL server binaries)")
-    cluster = PrivatePostgres().start()
-    yield cluster
-    cluster.remove()
 
 
 def test_writes_across_a_database_restart_fail_fast_and_retries_create_once(
