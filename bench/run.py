@@ -13,7 +13,9 @@ the same rows stored); during the runs wrk counts every response that does not s
 service's do, and any such response fails the run.
 
 Groups (--only): http (SQLite: Q1, Q2, M1, mixed reads and writes, and H1), postgres (Q1 and
-M1 on a PostgreSQL database of their own), fan-out (S1, S2, R1), hierarchy (H1 alone).
+M1 on a PostgreSQL database of their own), fan-out (S1, S2, R1), hierarchy (H1 alone), overload
+(four times the sustainable rate for a minute: its own section of the report, which
+`--only overload` rewrites alone, keeping the rest of REPORT.md).
 """
 
 import argparse
@@ -81,7 +83,7 @@ EXPECT = {
     "h1": '{"data":{"session":{"descendants":[{"depth":1,"viaKey":"',
 }
 
-GROUPS = ["http", "postgres", "fan-out", "hierarchy"]
+GROUPS = ["http", "postgres", "fan-out", "hierarchy", "overload"]
 
 
 def progress(message: str) -> None:
@@ -935,6 +937,98 @@ def fan_out_scenarios(args: argparse.Namespace, database_url: str) -> list[Resul
     return results
 
 
+OVERLOAD_HEADING = "## Overload"
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def overload_section(args: argparse.Namespace, directory: str) -> str:
+    """Q2 on SQLite: the sustainable rate (wrk, 16 connections), then an open-loop load
+    (bench/overload.py) at half that rate, four times it for `args.overload_seconds`, and half
+    again; admitted and refused answers, server memory and CPU through it all."""
+    env = environment(f"sqlite+aiosqlite:///{directory}/overload.db")
+    progress(f"overload: seeding {SEEDED_SESSIONS} sessions")
+    seed_sessions(env, SEEDED_SESSIONS)
+    q2 = _body(Q2)
+    body = Path(directory) / "overload-body.json"
+    body.write_bytes(q2)
+    with serve(service_command(), env) as server:
+        wrk(server, SERVICE_VARIANT, [Load("q2", [q2], 16)], args.warmup)
+        sustainable = wrk(server, SERVICE_VARIANT, [Load("q2", [q2], 16)], 10)[0]
+        rate = sustainable.rate
+        phases = [("before", rate / 2, 10), ("overload", rate * 4, args.overload_seconds),
+                  ("after", rate / 2, 10)]  # fmt: skip
+        progress(f"overload: sustainable {rate:,.0f}/s (p99 {sustainable.p99_ms:.1f} ms); "
+                 f"offering {rate * 4:,.0f}/s for {args.overload_seconds} s")  # fmt: skip
+        command = ["taskset", "-c", LOAD_CPU, PYTHON, "-m", "bench.overload", server.url,
+                   str(body), json.dumps(phases)]  # fmt: skip
+        rss: list[tuple[float, float]] = []
+        cpu_before = server.cpu_seconds()
+        started = time.monotonic()
+        with tempfile.TemporaryFile("w+") as out:
+            load = subprocess.Popen(command, stdout=out, cwd=ROOT, text=True)
+            while load.poll() is None:
+                rss.append((time.monotonic() - started, server.rss_mb()))
+                time.sleep(1)
+            if load.returncode:
+                raise RuntimeError(f"the overload load failed ({load.returncode})")
+            out.seek(0)
+            outcome = json.loads(out.read())
+        cpu = server.cpu_seconds() - cpu_before
+    answers = outcome["answers"]
+    lines = [
+        OVERLOAD_HEADING,
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench "
+        f'BENCH_ARGS="--only overload"`. Q2 (`sessions(first: 100)`, 8 fields) on SQLite, '
+        f"one server process on core {SERVER_CPU}, the load on core {LOAD_CPU}, "
+        "`SESSION_SERVICE_MAX_REQUESTS_IN_FLIGHT` at its default (64). Sustainable rate: what "
+        f"wrk's 16 connections got answered in 10 s, **{rate:,.0f} requests/s** (p99 "
+        f"{sustainable.p99_ms:.1f} ms). Then an open-loop load (bench/overload.py: one request "
+        "every 1/rate s whatever the answers, on up to 512 keep-alive connections) at half "
+        f"that rate for 10 s, **four times it for {args.overload_seconds} s**, and half again "
+        "for 10 s. The machine is shared with other engineers' test runs (2 cores): the "
+        "figures are noisy, and the load generator, in Python, may fall short of the rate it "
+        "is asked for (the offered column says what it sent).",
+        "",
+        "| Phase | Offered | Admitted (200) | Refused (503 OVERLOADED) | Other "
+        "| Admitted p50 / p99 | Refused p50 / p99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, phase_rate, seconds in phases:
+        mine = [a for a in answers if a[0] == name]
+        ok = [a[2] * 1e3 for a in mine if a[3] == 200]
+        refused = [a[2] * 1e3 for a in mine if a[3] == 503]
+        other = len(mine) - len(ok) - len(refused) + outcome["unsent"].get(name, 0)
+        lines.append(
+            f"| {name} ({phase_rate:,.0f}/s asked, {seconds} s) | {len(mine) / seconds:,.0f}/s "
+            f"| {len(ok) / seconds:,.0f}/s | {len(refused) / seconds:,.0f}/s | {other} "
+            f"| {_percentile(ok, 0.5):,.1f} / {_percentile(ok, 0.99):,.1f} ms "
+            f"| {_percentile(refused, 0.5):,.1f} / {_percentile(refused, 0.99):,.1f} ms |"
+        )
+    overload_end = phases[0][2] + phases[1][2]
+    recovery = [a[2] * 1e3 for a in answers
+                if a[0] == "after" and a[3] == 200 and a[1] < overload_end + 1]  # fmt: skip
+    peak = max(mb for _, mb in rss)
+    during = [mb for at, mb in rss if phases[0][2] <= at <= overload_end]
+    series = ", ".join(f"{mb:.0f}" for _, mb in rss[:: max(1, len(rss) // 20)])
+    lines += [
+        "",
+        f"Recovery: in the first second after the overload, admitted p50 "
+        f"{_percentile(recovery, 0.5):,.1f} ms, p99 {_percentile(recovery, 0.99):,.1f} ms "
+        f"({len(recovery)} requests). Server RSS: {rss[0][1]:.0f} MB at the start, "
+        f"{min(during):.0f}-{max(during):.0f} MB during the overload, peak {peak:.0f} MB, "
+        f"{rss[-1][1]:.0f} MB at the end (every ~{max(1, len(rss) // 20)} s: {series}). "
+        f"Server CPU over the whole load: {cpu:.1f} s for {len(answers):,} answers "
+        f"({_cpu(cpu / max(1, len(answers)))} per answer, refusals included); the load "
+        f"opened {outcome['connections']} connections.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _cell(values: list[float], metric: str) -> str:
     median = statistics.median(values)
     return f"{median:,.1f} ({min(values):,.1f}-{max(values):,.1f}) {metric}"
@@ -992,6 +1086,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each run")
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "REPORT.md")
+    parser.add_argument("--overload-seconds", type=int, default=60)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
         "--postgres-admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres"
@@ -1018,7 +1113,14 @@ def main() -> None:
             results += postgres_scenarios(args)
         if "fan-out" in args.only:
             results += fan_out_scenarios(args, f"sqlite+aiosqlite:///{directory}/fan-out.db")
-    text = report(results, args, started)
+        overload = overload_section(args, directory) if "overload" in args.only else ""
+    if results:
+        text = report(results, args, started)
+    else:  # the overload alone: the rest of the report stays as the last full run left it
+        previous = args.output.read_text() if args.output.exists() else "# Benchmark report\n"
+        text = previous.split(f"\n{OVERLOAD_HEADING}\n")[0].rstrip("\n") + "\n"
+    if overload:
+        text += "\n" + overload
     args.output.write_text(text)
     progress(f"wrote {args.output}")
     print(text)
