@@ -1,5 +1,6 @@
 """The client examples in examples/, run against a live server as a reader would run them."""
 
+import base64
 import json
 import os
 import queue
@@ -201,3 +202,30 @@ def test_js_example_prints_the_events_created_while_it_runs(
     ]
     assert events[-1]["status"] == "ENDED"
     assert len({event["cursor"] for event in events}) == 3
+
+
+def test_apollo_clients_default_cache_updates_a_watched_session_from_a_mutation(
+    tmp_path: Path, run_example: Any
+) -> None:
+    """Apollo Client, unconfigured but for the unions' possibleTypes: the rename's result
+    reaches the watched query through the cache, normalised by the session's global id."""
+    if reason := _node_missing():
+        message = f"JS example: {reason}; `make test` installs it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    env = service_environment(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
+    with Served(env, cwd=tmp_path) as served, Client(served.url) as client:
+        key = client.create(dataSource="car-44", identifier="FP1")["key"]
+        example = run_example(
+            ["node", "apollo.mjs", "--url", f"{served.url}/graphql", "--key", key,
+             "--rename", "FP1 run 2"],
+            cwd=JS_EXAMPLE,
+        )  # fmt: skip
+        seen = example.events(2)
+        assert example.finish() == 0, example.stderr
+    assert [(s["key"], s["identifier"], s["revision"]) for s in seen] == [
+        (key, "FP1", 1),
+        (key, "FP1 run 2", 2),
+    ]
+    assert seen[0]["id"] == seen[1]["id"] == base64.b64encode(f"Session:{key}".encode()).decode()

@@ -1,0 +1,75 @@
+// Apollo Client with its default cache, unconfigured: a watched query of a session is updated
+// by a mutation's result, because sessions carry Relay's global `id` and the cache normalises
+// them by `__typename` and `id`. The result unions need only `possibleTypes`.
+//
+// Usage: node apollo.mjs --url http://127.0.0.1:8000/graphql --key <session key> --rename <text>
+// One JSON line per result the watched query sees on stdout.
+import { parseArgs } from "node:util";
+import { ApolloClient, HttpLink, InMemoryCache, gql } from "@apollo/client";
+
+const SESSION = gql`
+  query Session($key: ID!) {
+    session(key: $key) { id key identifier revision }
+  }
+`;
+const RENAME = gql`
+  mutation Rename($key: ID!, $identifier: String!) {
+    updateSessionIdentifier(input: { sessionKey: $key, identifier: $identifier }) {
+      ... on SessionUpdated { session { id identifier revision } }
+      ... on Error { code message }
+    }
+  }
+`;
+
+const { values: options } = parseArgs({
+  options: {
+    url: { type: "string", default: "http://127.0.0.1:8000/graphql" },
+    key: { type: "string" },
+    rename: { type: "string" },
+  },
+});
+
+const client = new ApolloClient({
+  link: new HttpLink({ uri: options.url }),
+  cache: new InMemoryCache({
+    // What the result unions may be, so that fragments on `Error` match its members.
+    possibleTypes: {
+      Error: [
+        "ValidationError",
+        "SessionNotFoundError",
+        "RevisionConflictError",
+        "AssociationCycleError",
+        "IdempotencyMismatchError",
+        "SessionManagementDisabledError",
+      ],
+    },
+  }),
+});
+
+const seen = [];
+const watched = client.watchQuery({ query: SESSION, variables: { key: options.key } });
+const first = new Promise((resolve, reject) => {
+  watched.subscribe({
+    next: ({ data }) => {
+      if (!data?.session) return;
+      seen.push(data.session.identifier);
+      process.stdout.write(`${JSON.stringify(data.session)}\n`);
+      resolve();
+    },
+    error: reject,
+  });
+});
+await first;
+
+const { data } = await client.mutate({
+  mutation: RENAME,
+  variables: { key: options.key, identifier: options.rename },
+});
+if (!data.updateSessionIdentifier.session) {
+  throw new Error(`rename refused: ${JSON.stringify(data.updateSessionIdentifier)}`);
+}
+// The watched query sees the new identifier from the cache alone: no refetch was asked for.
+for (let waited = 0; seen.at(-1) !== options.rename && waited < 5000; waited += 50) {
+  await new Promise((resolve) => setTimeout(resolve, 50));
+}
+process.exit(seen.at(-1) === options.rename ? 0 : 1);
