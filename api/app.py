@@ -21,9 +21,10 @@ from api.health import healthz, readyz
 from api.identity import IdentityProviders
 from api.limits import BodyLimit, RateLimiter
 from api.metrics import BUS_RECONNECTS, StoredSessions, metrics_endpoint
+from api.persisted import PersistedDocuments, trusted_manifest
 from api.schema import build_schema
 from api.view import GraphQLView
-from models import Database, EventHub, EventLog
+from models import Database, DocumentStore, EventHub, EventLog
 from models.janitor import Janitor
 
 # CPython collects its youngest generation every 700 allocations by default, and each time the
@@ -42,6 +43,12 @@ def create_served_app() -> Starlette:
 
 def create_app(settings: Settings | None = None) -> "Service":
     settings = settings or load_settings()
+    schema = build_schema(settings)
+    manifest = (
+        None
+        if settings.trusted_documents is None
+        else trusted_manifest(settings.trusted_documents, schema.documents, schema._schema)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,6 +86,9 @@ def create_app(settings: Settings | None = None) -> "Service":
             subscribe_limiter=RateLimiter(
                 settings.subscribe_rate_per_second, settings.subscribe_burst
             ),
+            documents=PersistedDocuments(
+                DocumentStore(database, settings.persisted_documents_limit), manifest
+            ),
         )
         app.state.stored_sessions = StoredSessions(
             app.state.services.reader(None), settings.metrics_cache_seconds
@@ -92,7 +102,7 @@ def create_app(settings: Settings | None = None) -> "Service":
             await database.dispose()
 
     graphql = GraphQLView(
-        build_schema(settings),
+        schema,
         graphql_ide="graphiql" if settings.development else None,
         allow_queries_via_get=False,
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],

@@ -180,7 +180,7 @@ def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionN
     return None
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> SessionSchema:
     settings = settings or Settings()
     hide_suggestions = not settings.development
     rules: list[type[ASTValidationRule]] = [
