@@ -87,7 +87,9 @@ def create_app(settings: Settings | None = None) -> "Service":
                 settings.subscribe_rate_per_second, settings.subscribe_burst
             ),
             documents=PersistedDocuments(
-                DocumentStore(database, settings.persisted_documents_limit), manifest
+                DocumentStore(database, settings.persisted_documents_limit),
+                manifest,
+                schema.is_valid,
             ),
         )
         app.state.stored_sessions = StoredSessions(

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,10 +184,16 @@ class PersistedDocuments:
     then those registered here, then the database's)."""
 
     def __init__(
-        self, store: DocumentStore, manifest: Manifest | None, cache_size: int = 1024
+        self,
+        store: DocumentStore,
+        manifest: Manifest | None,
+        is_valid: Callable[[str], bool],
+        cache_size: int = 1024,
     ) -> None:
+        """`is_valid` tells a document worth keeping: one that parses and validates."""
         self.store = store
         self.manifest = manifest
+        self.is_valid = is_valid
         self.cache_size = cache_size
         self._texts: OrderedDict[str, str] = OrderedDict()
 
@@ -228,12 +234,12 @@ class PersistedDocuments:
             self._texts.move_to_end(digest)
         return found
 
-    async def register(self, name: Named | None, query: str) -> None:
-        """Keep an automatic persisted query's text (valid, and matching its hash) for every
-        instance. Trusted documents need no registering."""
+    async def register(self, name: Named | None, query: Any) -> None:
+        """Keep an automatic persisted query's text (`text` checked that it matches its hash)
+        for every instance, when it is valid. Trusted documents need no registering."""
         if name is None or not name.automatic or name.sha256 is None:
             return
-        if name.sha256 in self._texts or self.manifest is not None:
+        if name.sha256 in self._texts or self.manifest is not None or not self.is_valid(query):
             return
         await self.store.put(name.sha256, query)
         self._remember(name.sha256, query)
