@@ -83,7 +83,8 @@ def is_request_error(result: Any) -> bool:
 
 QUERIES_ONLY = (OperationType.QUERY,)
 
-# Accept types that ask Strawberry's view for a streamed answer: it handles those.
+# Accept types that, listed first, ask for a streamed answer (urql lists them after JSON for
+# every request): Strawberry's view handles those.
 STREAMED = ("multipart/mixed", "text/event-stream")
 
 
@@ -129,7 +130,7 @@ class GraphQLView(GraphQL[Context, None]):
                 if (refused := await self._refuse(request)) is not None:
                     return await refused(scope, receive, send)
                 accept = request.headers.get("accept", "")
-                if self.fast_path and not any(kind in accept for kind in STREAMED):
+                if self.fast_path and not accept.lstrip().lower().startswith(STREAMED):
                     response = await self._answer(request, accept)
                     return await response(scope, receive, send)
             return await super().__call__(scope, receive, send)

@@ -2,10 +2,16 @@
 // by a mutation's result, because sessions carry Relay's global `id` and the cache normalises
 // them by `__typename` and `id`. The result unions need only `possibleTypes`.
 //
+// With --persisted, Apollo's persisted-queries link sends only each document's SHA-256 (queries
+// by GET), and the text once when the service asks for it.
+//
 // Usage: node apollo.mjs --url http://127.0.0.1:8000/graphql --key <session key> --rename <text>
+//                        [--persisted]
 // One JSON line per result the watched query sees on stdout.
+import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { ApolloClient, HttpLink, InMemoryCache, gql } from "@apollo/client";
+import { PersistedQueryLink } from "@apollo/client/link/persisted-queries";
 
 const SESSION = gql`
   query Session($key: ID!) {
@@ -26,11 +32,16 @@ const { values: options } = parseArgs({
     url: { type: "string", default: "http://127.0.0.1:8000/graphql" },
     key: { type: "string" },
     rename: { type: "string" },
+    persisted: { type: "boolean", default: false },
   },
 });
 
+const sha256 = (text) => createHash("sha256").update(text).digest("hex");
+const http = new HttpLink({ uri: options.url });
 const client = new ApolloClient({
-  link: new HttpLink({ uri: options.url }),
+  link: options.persisted
+    ? new PersistedQueryLink({ sha256, useGETForHashedQueries: true }).concat(http)
+    : http,
   cache: new InMemoryCache({
     // What the result unions may be, so that fragments on `Error` match its members.
     possibleTypes: {
