@@ -272,3 +272,45 @@ def test_urql_queries_by_get_out_of_the_box(
     relay_id = base64.b64encode(f"Session:{key}".encode()).decode()
     expected = [{"id": relay_id, "key": key, "identifier": "FP1", "__typename": "Session"}]
     assert answers == [expected, expected]
+
+
+def test_a_relay_fetch_and_curl_run_trusted_documents_by_id(
+    tmp_path: Path, run_example: Any
+) -> None:
+    """The manifest of examples/js/documents, made by `session-service documents export`, as
+    the only documents the service runs; Relay's fetch function and curl name them by id."""
+    _require_node()
+    manifest = tmp_path / "manifest.json"
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", "documents", "export", str(JS_EXAMPLE / "documents"),
+         "--output", str(manifest)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    [live] = json.loads(manifest.read_text())["operations"]
+    env = service_environment(
+        f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}",
+        SESSION_SERVICE_TRUSTED_DOCUMENTS=str(manifest),
+    )
+    with Served(env, cwd=tmp_path) as served:
+        with Client(served.url) as client:
+            refused = client.execute("{ currentSessions { key } }")
+            assert refused["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"
+            # Mutations sent by their text are refused too: only admin tokens may (none here).
+            created = client.execute(
+                'mutation { createSession(input: {dataSource: "car-44"}) { __typename } }'
+            )
+            assert created["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"
+        example = run_example(
+            ["node", "relay.mjs", "--url", f"{served.url}/graphql", "--id", live["id"],
+             "--variables", '{"dataSource": "car-44"}'],
+            cwd=JS_EXAMPLE,
+        )  # fmt: skip
+        [data] = example.events(1)
+        assert example.finish() == 0, example.stderr
+        curl = subprocess.run(
+            ["curl", "-s", f"{served.url}/graphql", "-H", "content-type: application/json",
+             "-d", json.dumps({"documentId": f"sha256:{live['id']}"})],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+    assert data == {"currentSessions": []}
+    assert json.loads(curl.stdout) == {"data": {"currentSessions": []}}
