@@ -218,8 +218,9 @@ def test_apollo_clients_default_cache_updates_a_watched_session_from_a_mutation(
     tmp_path: Path, run_example: Any, persisted: bool
 ) -> None:
     """Apollo Client, unconfigured but for the unions' possibleTypes: the rename's result
-    reaches the watched query through the cache, normalised by the session's global id. With
-    its persisted-queries link (hashes, queries by GET) in the production profile, too."""
+    reaches the watched query through the cache, normalised by the session's global id, and
+    its event arrives through GraphQLWsLink. With the persisted-queries link (hashes, queries
+    by GET) in the production profile, too."""
     _require_node()
     profile = {"SESSION_SERVICE_PROFILE": "production"} if persisted else {}
     env = service_environment(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}", **profile)
@@ -228,7 +229,7 @@ def test_apollo_clients_default_cache_updates_a_watched_session_from_a_mutation(
         command = ["node", "apollo.mjs", "--url", f"{served.url}/graphql", "--key", key,
                    "--rename", "FP1 run 2"]  # fmt: skip
         example = run_example([*command, "--persisted"] if persisted else command, cwd=JS_EXAMPLE)
-        seen = example.events(2)
+        seen, event = example.events(2), example.events(1)[0]
         assert example.finish() == 0, example.stderr
         registered = client.http.get(
             "/graphql",
@@ -241,6 +242,13 @@ def test_apollo_clients_default_cache_updates_a_watched_session_from_a_mutation(
         (key, "FP1 run 2", 2),
     ]
     assert seen[0]["id"] == seen[1]["id"] == base64.b64encode(f"Session:{key}".encode()).decode()
+    # The rename's event, through GraphQLWsLink from the snapshot's cursor.
+    assert event == {
+        "__typename": "SessionEvent",
+        "kind": "UPDATED",
+        "session": {"__typename": "Session", "id": seen[0]["id"], "identifier": "FP1 run 2",
+                    "revision": 2},
+    }  # fmt: skip
     # The link registered the watched query's text under its hash: by GET it now answers.
     found = registered.json().get("data")
     assert (found is not None) is persisted, registered.text
