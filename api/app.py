@@ -150,4 +150,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_timeout": settings.websocket_ping_interval_seconds,
         "ws_per_message_deflate": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this; its
+        # default of 5 s killed workers still importing on a loaded machine, over and over.
+        "timeout_worker_healthcheck": 30,
     }
