@@ -22,9 +22,10 @@ from api.health import healthz, readyz
 from api.identity import IdentityProviders
 from api.limits import BodyLimit, RateLimiter
 from api.metrics import BUS_RECONNECTS, StoredSessions, metrics_endpoint
+from api.persisted import PersistedDocuments, trusted_manifest
 from api.schema import build_schema
 from api.view import GraphQLView
-from models import Database, EventHub, EventLog
+from models import Database, DocumentStore, EventHub, EventLog
 from models.janitor import Janitor
 
 # CPython collects its youngest generation every 700 allocations by default, and each time the
@@ -43,6 +44,12 @@ def create_served_app() -> Starlette:
 
 def create_app(settings: Settings | None = None) -> "Service":
     settings = settings or load_settings()
+    schema = build_schema(settings)
+    manifest = (
+        None
+        if settings.trusted_documents is None
+        else trusted_manifest(settings.trusted_documents, schema.documents, schema._schema)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -85,6 +92,11 @@ def create_app(settings: Settings | None = None) -> "Service":
             subscribe_limiter=RateLimiter(
                 settings.subscribe_rate_per_second, settings.subscribe_burst
             ),
+            documents=PersistedDocuments(
+                DocumentStore(database, settings.persisted_documents_limit),
+                manifest,
+                schema.is_valid,
+            ),
         )
         app.state.stored_sessions = StoredSessions(
             app.state.services.reader(None), settings.metrics_cache_seconds
@@ -98,7 +110,7 @@ def create_app(settings: Settings | None = None) -> "Service":
             await database.dispose()
 
     graphql = GraphQLView(
-        build_schema(settings),
+        schema,
         graphql_ide="graphiql" if settings.development else None,
         allow_queries_via_get=False,
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
@@ -149,4 +161,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_timeout": settings.websocket_ping_interval_seconds,
         "ws_per_message_deflate": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this; its
+        # default of 5 s killed workers still importing on a loaded machine, over and over.
+        "timeout_worker_healthcheck": 30,
     }

@@ -1,9 +1,10 @@
-"""The `session-service` command: serve, migrate, export-schema."""
+"""The `session-service` command: serve, migrate, export-schema, documents export."""
 
 import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging.config
 import os
 import sys
@@ -15,6 +16,7 @@ import uvicorn
 from api.app import server_options
 from api.config import ConfigError, Settings, load_settings
 from api.observability import logging_config
+from api.persisted import manifest_of, trusted_manifest
 from api.schema import build_schema
 from models import Database
 
@@ -29,6 +31,39 @@ async def _migrate(settings: Settings) -> None:
         await database.migrate()
     finally:
         await database.dispose()
+
+
+def export_documents(folder: Path, settings: Settings) -> str:
+    """The trusted-documents manifest of a folder of .graphql files, each operation validated
+    against the schema, as JSON text; ValueError says what is wrong."""
+    manifest = manifest_of(folder)
+    schema = build_schema(settings)
+    for entry in manifest["operations"]:
+        errors = schema.documents.check(schema._schema, entry["body"]).errors
+        if errors:
+            raise ValueError(f"operation {entry['name']}: {errors[0].message}")
+    return json.dumps(manifest, indent=2) + "\n"
+
+
+def _documents(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        text = export_documents(Path(args.folder), settings)
+    except (OSError, ValueError) as error:
+        print(f"session-service: {error}", file=sys.stderr)
+        return 1
+    if args.check:
+        if Path(args.output).read_text() != text:
+            print(
+                f"session-service: {args.output} is not the manifest of {args.folder}: run "
+                "session-service documents export again",
+                file=sys.stderr,
+            )
+            return 1
+    elif args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
 
 
 def _loopback(host: str) -> bool:
@@ -51,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply database migrations and exit")
     export = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
     export.add_argument("--output", "-o", default="schema.graphql", help="a path, or - for stdout")
+    documents = commands.add_parser("documents", help="trusted documents")
+    actions = documents.add_subparsers(dest="action", required=True)
+    manifest = actions.add_parser(
+        "export", help="write the manifest of a folder of .graphql files (Apollo's format)"
+    )
+    manifest.add_argument("folder", help="searched for .graphql files, recursively")
+    manifest.add_argument("--output", "-o", default="-", help="a path, or - for stdout")
+    manifest.add_argument(
+        "--check", action="store_true", help="exit 1 unless --output already holds it"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -69,9 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             Path(args.output).write_text(sdl)
         return 0
+    if args.command == "documents":
+        return _documents(args, settings)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         return 0
+    if settings.trusted_documents is not None:
+        schema = build_schema(settings)
+        try:  # here, not in each worker: a bad manifest is one clear message
+            trusted_manifest(settings.trusted_documents, schema.documents, schema._schema)
+        except ConfigError as error:
+            print(f"session-service: configuration error: {error}", file=sys.stderr)
+            return 2
     is_open = not settings.tokens and not settings.issuers
     if is_open and not settings.allow_open_network and not _loopback(args.host):
         print(

@@ -65,6 +65,7 @@ from api.conversion import Converters
 from api.loaders import each
 from api.metrics import EXECUTIONS
 from api.mutations import MUTATIONS
+from api.node import global_id
 from api.queries import read_current, read_data_sources, read_page, read_session, read_snapshot
 from api.types import RECORD_FIELDS, check_depth, is_complete, reached
 from models import Direction, SessionRecord, TreeNode, encode_cursor
@@ -195,7 +196,7 @@ def _walk_depth(args: dict[str, Any]) -> None:
 
 
 # What a walk's node knows of its session without reading it.
-NODE_FIELDS = frozenset({"key", "dataSource", "__typename"})
+NODE_FIELDS = frozenset({"id", "key", "dataSource", "__typename"})
 
 
 async def _reached_sessions(parents: list[tuple[TreeNode, TreeNode]], call: Call) -> list[Any]:
@@ -234,6 +235,7 @@ SOURCES: dict[str, dict[str, Get | Load]] = {
     "Mutation": {name: _mutation(change) for name, change in MUTATIONS.items()},
     "Session": {
         **{to_camel_case(name): Get(attrgetter(name)) for name in RECORD_FIELDS},
+        "id": Get(lambda row: global_id("Session", row.key)),
         "isComplete": Get(is_complete),
         "streams": Load(_streams),
         "details": Load(_details),

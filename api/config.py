@@ -94,6 +94,11 @@ class Settings:
     # this many bytes of answers.
     response_cache: bool = True
     response_cache_bytes: int = 32 * 1024 * 1024
+    # An Apollo persisted-query manifest, or a folder of .graphql files: when set, only those
+    # documents run, except for admin tokens (api/persisted.py).
+    trusted_documents: str | None = None
+    # How many documents registered by automatic persisted queries the database keeps.
+    persisted_documents_limit: int = 10_000
 
     @property
     def development(self) -> bool:
@@ -193,6 +198,12 @@ def _url(value: Any) -> str:
     return value
 
 
+def _existing_path(value: Any) -> str:
+    if not isinstance(value, str) or not Path(value).exists():
+        raise ValueError(f"{value!r} is not an existing file or folder")
+    return value
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": _url,
     "broadcast_url": _url,
@@ -234,6 +245,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "compiled_execution": _boolean,
     "response_cache": _boolean,
     "response_cache_bytes": _positive(int),
+    "trusted_documents": _existing_path,
+    "persisted_documents_limit": _positive(int),
 }
 _LIMIT_PARSER = _positive(int)
 

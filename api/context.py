@@ -17,6 +17,7 @@ from api.errors import disabled, top_level
 from api.fanout import Audiences
 from api.limits import RateLimiter
 from api.loaders import EventLoaders, Loaders
+from api.persisted import PersistedDocuments
 from models import Database, EventHub, InvalidInput, SessionReader, SessionWriter
 from models.inputs import check_lookup
 
@@ -45,6 +46,7 @@ class Services:
     authenticator: Authenticator
     mutation_limiter: RateLimiter
     subscribe_limiter: RateLimiter
+    documents: PersistedDocuments
     event_loaders: EventLoaders = field(init=False)
     audiences: Audiences = field(default_factory=Audiences)
     response_cache: ResponseCache | None = field(init=False)

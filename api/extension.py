@@ -44,6 +44,12 @@ class Documents:
         self.max_tokens = max_tokens
         self.size = size
         self._checked: OrderedDict[str, Checked] = OrderedDict()
+        self._pinned: dict[str, Checked] = {}
+
+    def pin(self, schema: GraphQLSchema, query: str) -> Checked:
+        """Check a document now and keep it for good (a trusted document)."""
+        self._pinned[query] = found = self.check(schema, query)
+        return found
 
     def check(self, schema: GraphQLSchema, query: str) -> Checked:
         """The document and its validation errors; raises the GraphQLError of one that does not
@@ -52,6 +58,8 @@ class Documents:
         if found is not None:
             self._checked.move_to_end(query)
             return found
+        if (pinned := self._pinned.get(query)) is not None:
+            return pinned
         document = parse(query, max_tokens=self.max_tokens)
         found = Checked(document, validate_document(schema, document, self.rules))
         self._checked[query] = found

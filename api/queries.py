@@ -5,6 +5,7 @@ the resolvers below wrap them in the GraphQL types, and compiled execution (api/
 answers from the records directly. Both paths share every check and read.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import strawberry
@@ -12,8 +13,9 @@ from strawberry.types import Info
 from strawberry.types.nodes import SelectedField
 
 from api.context import Context
-from api.errors import top_level
+from api.errors import invalid_argument, top_level
 from api.inputs import SessionFilterInput
+from api.node import Node, parse_global_id
 from api.types import DataSource, PageInfo, Session, SessionConnection, SessionEdge, SessionSnapshot
 from models import InvalidInput, SessionFilter, SessionRecord, encode_cursor
 from models.queries import Page
@@ -69,6 +71,24 @@ async def read_snapshot(
     return await context.loaders.reader.snapshot(data_source)
 
 
+async def read_nodes(context: Context, ids: Sequence[str], path: str) -> list[SessionRecord | None]:
+    """The sessions that global ids name, in order; null for an id of another type, of no
+    session, or of one the caller may not read (Relay's node fields answer null, never an
+    error, for what the caller cannot see)."""
+    context.require_enabled()
+    loaders = context.loaders
+    limit = loaders.reader.limits.page_size
+    if len(ids) > limit:
+        raise invalid_argument(path, f"at most {limit} ids at once")
+    keys: list[str | None] = []
+    for id in ids:
+        type_name, key = parse_global_id(id, path)
+        context.require_key(key, path)
+        keys.append(key if type_name == "Session" else None)
+    found = iter(await loaders.sessions([key for key in keys if key is not None]))
+    return [None if key is None else next(found) for key in keys]
+
+
 def _selects(info: ContextInfo, name: str) -> bool:
     """Whether the field's own selection names `name` directly (not through a fragment)."""
     return any(
@@ -111,6 +131,19 @@ class Query:
             where=found.where,
             loaders=loaders,
         )
+
+    @strawberry.field(description="The object with this global id, or null (Relay).")
+    async def node(self, info: ContextInfo, id: strawberry.ID) -> Node | None:
+        [row] = await read_nodes(info.context, [id], "id")
+        return None if row is None else Session.from_row(row, info.context.loaders)
+
+    @strawberry.field(
+        description="The objects with these global ids, in order, null for each unknown."
+    )
+    async def nodes(self, info: ContextInfo, ids: list[strawberry.ID]) -> list[Node | None]:
+        rows = await read_nodes(info.context, ids, "ids")
+        loaders = info.context.loaders
+        return [None if row is None else Session.from_row(row, loaders) for row in rows]
 
     @strawberry.field(description="Every data source that has sessions, by name.")
     async def data_sources(self, info: ContextInfo) -> list[DataSource]:

@@ -131,6 +131,13 @@ class SessionSchema(strawberry.Schema):
         observe(kind, operation_name, started, result.errors, request_id, self.log_all)
         return ExecutionResult(data=result.data, errors=result.errors)
 
+    def is_valid(self, query: str) -> bool:
+        """Whether a document parses and validates (checked once by its text)."""
+        try:
+            return not self.documents.check(self._schema, query).errors
+        except Exception:
+            return False
+
     def query_operation(
         self, query: str, operation_name: str | None
     ) -> OperationDefinitionNode | None:
@@ -180,7 +187,7 @@ def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionN
     return None
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> SessionSchema:
     settings = settings or Settings()
     hide_suggestions = not settings.development
     rules: list[type[ASTValidationRule]] = [

@@ -9,6 +9,7 @@ import strawberry
 
 from api.errors import invalid_argument
 from api.loaders import Loaders
+from api.node import ID_DESCRIPTION, Node, global_id
 from models import (
     Direction,
     EventKind,
@@ -65,7 +66,7 @@ class SessionDetail:
 
 
 @strawberry.type(description="A grouping of data streams from one data source.")
-class Session:
+class Session(Node):
     key: strawberry.ID = strawberry.field(description="Server-allocated, never reused (UUID text).")
     data_source: str
     type: str = strawberry.field(description='Defaults to "Session".')
@@ -97,6 +98,10 @@ class Session:
     @classmethod
     async def load_many(cls, keys: list[str], loaders: Loaders) -> list[Self]:
         return [cls.from_row(row, loaders) for row in await loaders.readable(keys)]
+
+    @strawberry.field(description=ID_DESCRIPTION)
+    def id(self) -> strawberry.ID:
+        return global_id("Session", self.key)
 
     @strawberry.field(
         description="Names of the data streams grouped by this session, in the order they were "

@@ -1,37 +1,91 @@
-"""The /graphql endpoint: authentication, the per-request context, the fast path for JSON
-POSTs and the WebSocket handler."""
+"""The /graphql endpoint: authentication, the per-request context, GraphQL over HTTP (JSON
+POSTs and GETs, persisted documents, both response media types) and the WebSocket handler."""
 
 import json
 import time
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import process_result
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
 
 from api.auth import NOBODY, OPEN, Unauthenticated
 from api.cache import Key, cache_key
 from api.context import Context, Services
+from api.errors import ApiError
 from api.extension import observe
 from api.graphiql import graphiql_page
 from api.limits import error_body
 from api.masking import DATABASE_ERRORS_RAISED
 from api.metrics import WEBSOCKETS_OPEN
+from api.persisted import named
 from api.schema import SessionSchema
 from api.websocket import TransportWSHandler
 
+JSON = "application/json"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+# What a GET may carry instead of a body (the GraphQL-over-HTTP specification's names, and
+# Relay's doc_id); a GET with none of them is a browser asking for GraphiQL.
+GET_PARAMETERS = ("query", "documentId", "doc_id", "extensions")
 
-def refusal(status: int, code: str, message: str, **headers: str) -> Response:
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+def refusal(
+    status: int, code: str, message: str, media_type: str = JSON, **headers: str
+) -> Response:
+    body = orjson.dumps(error_body(code, message))
+    return Response(body, status, headers=headers, media_type=media_type)
 
 
-# Accept types that ask Strawberry's view for a streamed answer: it handles those.
+@lru_cache(maxsize=256)
+def response_media_type(accept: str) -> str | None:
+    """The media type to answer in: application/graphql-response+json when the client ranks
+    it at least as high as application/json, application/json when it takes that (or sends no
+    Accept), None when it takes neither."""
+    if not accept:
+        return JSON
+    ranks = {GRAPHQL_RESPONSE: 0.0, JSON: 0.0}
+    for part in accept.split(","):
+        kind, *parameters = part.split(";")
+        kind = kind.strip().lower()
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if kind in ("*/*", "application/*", JSON):
+            ranks[JSON] = max(ranks[JSON], quality)
+        elif kind == GRAPHQL_RESPONSE:
+            ranks[GRAPHQL_RESPONSE] = max(ranks[GRAPHQL_RESPONSE], quality)
+    if ranks[GRAPHQL_RESPONSE] > 0 and ranks[GRAPHQL_RESPONSE] >= ranks[JSON]:
+        return GRAPHQL_RESPONSE
+    return JSON if ranks[JSON] > 0 else None
+
+
+def is_request_error(result: Any) -> bool:
+    """A result that never executed (a document that does not parse or validate, variables
+    that do not coerce): no data, and no error with a path."""
+    return (
+        result.data is None
+        and bool(result.errors)
+        and all(error.path is None for error in result.errors)
+    )
+
+
+QUERIES_ONLY = (OperationType.QUERY,)
+
+# Accept types that, listed first, ask for a streamed answer (urql lists them after JSON for
+# every request): Strawberry's view handles those.
 STREAMED = ("multipart/mixed", "text/event-stream")
 
 
@@ -39,19 +93,23 @@ class Answer:
     """A 200 JSON answer sent as its two ASGI messages, with the headers Starlette's Response
     would send: building them generically cost a twentieth of a small query's CPU."""
 
-    __slots__ = ("body", "request_id")
+    __slots__ = ("body", "media_type", "request_id", "status")
 
-    def __init__(self, body: bytes, request_id: str) -> None:
+    def __init__(
+        self, body: bytes, request_id: str, media_type: str = JSON, status: int = 200
+    ) -> None:
         self.body = body
         self.request_id = request_id
+        self.media_type = media_type
+        self.status = status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [
             (b"x-request-id", self.request_id.encode("latin-1")),
             (b"content-length", str(len(self.body)).encode()),
-            (b"content-type", b"application/json"),
+            (b"content-type", self.media_type.encode()),
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
 
@@ -65,13 +123,16 @@ class GraphQLView(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             request = Request(scope, receive)
-            # A GET only serves GraphiQL's page (when enabled): queries come by POST.
-            if request.method == "POST":
+            method = request.method
+            # A GET without GraphQL parameters is a browser asking for GraphiQL (when enabled).
+            if method == "POST" or (
+                method == "GET" and any(name in request.query_params for name in GET_PARAMETERS)
+            ):
                 if (refused := await self._refuse(request)) is not None:
                     return await refused(scope, receive, send)
                 accept = request.headers.get("accept", "")
-                if self.fast_path and not any(kind in accept for kind in STREAMED):
-                    response = await self._answer(request)
+                if self.fast_path and not accept.lstrip().lower().startswith(STREAMED):
+                    response = await self._answer(request, accept)
                     return await response(scope, receive, send)
             return await super().__call__(scope, receive, send)
         WEBSOCKETS_OPEN.inc()
@@ -82,10 +143,11 @@ class GraphQLView(GraphQL[Context, None]):
 
     @staticmethod
     async def _refuse(request: Request) -> Response | None:
-        """A response refusing the POST, or None after recording who sent it."""
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            return refusal(415, "VALIDATION", "Send GraphQL as application/json.")
+        """A response refusing the request, or None after recording who sent it."""
+        if request.method == "POST":
+            media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media_type != JSON:
+                return refusal(415, "VALIDATION", "Send GraphQL as application/json.")
         services: Services = request.app.state.services
         try:
             principal = await services.authenticator.identify(request.headers.get("authorization"))
@@ -95,9 +157,19 @@ class GraphQLView(GraphQL[Context, None]):
         request.state.principal = principal
         return None
 
-    async def _answer(self, request: Request) -> "Response | Answer":
-        """A JSON POST answered without Strawberry's view, as that view answers it: the same
-        refusals (400 and a plain-text reason) and the same JSON (tests/test_fast_path.py)."""
+    @staticmethod
+    async def _parameters(request: Request) -> dict[str, Any] | str:
+        """The request's GraphQL parameters: its JSON body, or a GET's query string (variables
+        and extensions as JSON text); else why they cannot be read."""
+        if request.method == "GET":
+            given = dict(request.query_params)
+            for name in ("variables", "extensions"):
+                if name in given:
+                    try:
+                        given[name] = json.loads(given[name])
+                    except ValueError:
+                        return f"The GraphQL operation's `{name}` must be JSON."
+            return given
         body = await request.body()
         try:
             data = orjson.loads(body)
@@ -107,11 +179,24 @@ class GraphQLView(GraphQL[Context, None]):
             try:
                 data = json.loads(body)
             except (ValueError, RecursionError):
-                return PlainTextResponse("Unable to parse request body as JSON", 400)
+                return "Unable to parse request body as JSON"
         if isinstance(data, list):
-            return PlainTextResponse("Batching is not enabled", 400)
+            return "Batching is not enabled"
         if not isinstance(data, dict):
-            return PlainTextResponse("The request body must be a JSON object.", 400)
+            return "The request body must be a JSON object."
+        return data
+
+    async def _answer(self, request: Request, accept: str) -> "Response | Answer":
+        """A GraphQL request answered without Strawberry's view, in the media type the client
+        asks for. In application/json every GraphQL answer is a 200, as Strawberry's view
+        answers it (tests/test_fast_path.py); in application/graphql-response+json a request
+        that never executed is a 400 without data. Every refusal is a coded JSON error."""
+        media_type = response_media_type(accept)
+        if media_type is None:
+            return refusal(406, "VALIDATION", f"Accept {JSON} or {GRAPHQL_RESPONSE}.")
+        data = await self._parameters(request)
+        if isinstance(data, str):
+            return refusal(400, "VALIDATION", data, media_type)
         query, variables, extensions = (data.get(k) for k in ("query", "variables", "extensions"))
         for name, value, kind in (
             ("query", query, "a string"),
@@ -120,10 +205,25 @@ class GraphQLView(GraphQL[Context, None]):
         ):
             if value is not None and not isinstance(value, str if name == "query" else dict):
                 message = f"The GraphQL operation's `{name}` must be {kind} or null, if provided."
-                return PlainTextResponse(message, 400)
+                return refusal(400, "VALIDATION", message, media_type)
         context = await self.get_context(request)
+        by_get = request.method == "GET"
+        try:
+            document = named(extensions, data.get("documentId"), data.get("doc_id"))
+            if by_get and document is None and not context.services.settings.development:
+                raise ApiError(
+                    "PERSISTED_QUERY_REQUIRED",
+                    "A query by GET must name a persisted document: send its text by POST.",
+                )
+            query = await context.services.documents.text(query, document, context.principal)
+        except ApiError as refused:
+            code = refused.extensions["code"]  # type: ignore[index]
+            # Apollo's and urql's links retry with the text only after a 200.
+            status = 200 if code == "PERSISTED_QUERY_NOT_FOUND" else 400
+            return refusal(status, code, refused.message, media_type)
+        await context.services.documents.register(document, query)
         operation_name = data.get("operationName")
-        cached = await self._cached(context, query, operation_name, variables)
+        cached = await self._cached(context, query, operation_name, variables, media_type)
         if isinstance(cached, Answer):
             return cached
         try:
@@ -132,22 +232,29 @@ class GraphQLView(GraphQL[Context, None]):
                 variable_values=variables,
                 context_value=context,
                 operation_name=operation_name,
+                allowed_operation_types=QUERIES_ONLY if by_get else None,
                 operation_extensions=extensions,
             )
         except CannotGetOperationTypeError as error:
-            return PlainTextResponse(error.as_http_error_reason(), 400)
+            return refusal(400, "VALIDATION", error.as_http_error_reason(), media_type)
         except InvalidOperationTypeError as error:
-            return PlainTextResponse(error.as_http_error_reason("POST"), 400)
+            message = error.as_http_error_reason(request.method)
+            if by_get and error.operation_type is OperationType.MUTATION:
+                return refusal(405, "VALIDATION", message, media_type, allow="POST")
+            return refusal(400, "VALIDATION", message, media_type)
         except MissingQueryError:
-            return PlainTextResponse("No GraphQL query found in the request", 400)
+            return refusal(400, "VALIDATION", "No GraphQL query found in the request", media_type)
+        if media_type == GRAPHQL_RESPONSE and is_request_error(result):
+            body = orjson.dumps({"errors": process_result(result)["errors"]})
+            return Answer(body, context.request_id, media_type, 400)
         body = orjson.dumps(process_result(result))
         if cached is not None and not result.errors:
             key, version = cached
             context.services.response_cache.put(key, version, body)  # type: ignore[union-attr]
-        return Answer(body, context.request_id)
+        return Answer(body, context.request_id, media_type)
 
     async def _cached(
-        self, context: Context, query: Any, operation_name: Any, variables: Any
+        self, context: Context, query: Any, operation_name: Any, variables: Any, media_type: str
     ) -> "Answer | tuple[Key, int] | None":
         """The cached answer to a query; else, when its answer may be kept, its key and the
         data version read before computing it; None when it may not."""
@@ -180,7 +287,7 @@ class GraphQLView(GraphQL[Context, None]):
             return key, version
         name = operation.name.value if operation.name else None  # type: ignore[union-attr]
         observe("query", name, started, None, context.request_id, schema.log_all)
-        return Answer(body, context.request_id)
+        return Answer(body, context.request_id, media_type)
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: Strawberry sends bytes over a WebSocket as binary frames.

@@ -18,7 +18,9 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 
 from api.context import Context
+from api.errors import ApiError
 from api.fanout import SUBSCRIBING, SubscribeRequest
+from api.persisted import named
 
 # graphql-transport-ws's "Forbidden", with a reason that tells a client to come back with a new
 # token (and `after:` its last cursor, so that it misses nothing).
@@ -34,8 +36,8 @@ def _malformed(message: Any) -> str | None:
     payload = message.get("payload")
     if not isinstance(message.get("id"), str) or not isinstance(payload, dict):
         return "subscribe needs a string id and an object payload."
-    if not isinstance(payload.get("query"), str):
-        return "subscribe needs payload.query as a string."
+    if not isinstance(payload.get("query", ""), str):
+        return "payload.query must be a string."
     if not isinstance(payload.get("variables") or {}, dict):
         return "payload.variables must be an object."
     if not isinstance(payload.get("operationName") or "", str):
@@ -78,6 +80,22 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return await self.send_message(
                 {"id": message["id"], "type": "error", "payload": [error.formatted]}
             )
+        payload = message["payload"]
+        documents = self.context.services.documents
+        try:
+            document = named(
+                payload.get("extensions"), payload.get("documentId"), payload.get("doc_id")
+            )
+            payload["query"] = await documents.text(
+                payload.get("query"), document, self.context.principal
+            )
+            await documents.register(document, payload["query"])
+        except ApiError as refused:
+            return await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [refused.formatted]}
+            )
+        if payload["query"] is None:
+            return await self.handle_invalid_message("subscribe needs a query or a document id.")
         # The operation's task, created inside, inherits this: its resolver then delivers the
         # events itself (api/fanout.py).
         token = SUBSCRIBING.set(self._subscribing(message))

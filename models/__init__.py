@@ -1,6 +1,7 @@
 """The domain: tables and records, the reader and writer, the event log and hub, domain errors."""
 
 from models.database import Database
+from models.documents import DocumentStore
 from models.errors import (
     AssociationCycle,
     CursorExpired,
@@ -29,6 +30,7 @@ __all__ = [
     "DatabaseUnavailable",
     "DetailsChange",
     "Direction",
+    "DocumentStore",
     "DomainError",
     "EventFilter",
     "EventHub",

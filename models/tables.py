@@ -144,3 +144,14 @@ class IdempotencyRow(SQLModel, table=True):
     fingerprint: str
     session_key: str = Field(foreign_key="sessions.key", ondelete="CASCADE")
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class PersistedDocumentRow(SQLModel, table=True):
+    """A GraphQL document registered by a client's automatic persisted query, by the SHA-256 of
+    its text: every instance answers its hash."""
+
+    __tablename__ = "persisted_documents"
+
+    sha256: str = Field(primary_key=True)
+    body: str
+    stored_at: datetime = Field(sa_type=UTCDateTime, index=True)

@@ -135,11 +135,14 @@ class Subscription:
         query: str,
         variables: dict[str, Any] | None = None,
         init_payload: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> None:
+        """`payload` replaces the subscribe message's payload (a persisted document's id)."""
         self.ws_url = url.replace("http://", "ws://") + "/graphql"
         self.query = query
         self.variables = variables or {}
         self.init_payload = init_payload
+        self.payload = payload
         self.id = uuid.uuid4().hex
         self.socket: ClientConnection | None = None
 
@@ -159,7 +162,7 @@ class Subscription:
             {
                 "id": self.id,
                 "type": "subscribe",
-                "payload": {"query": self.query, "variables": self.variables},
+                "payload": self.payload or {"query": self.query, "variables": self.variables},
             }
         )
         self.send({"type": "ping"})

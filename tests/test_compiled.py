@@ -2,6 +2,7 @@
 bytes for generated documents, over hierarchies, ended sessions, details and several data
 sources, for open, scoped and read-only callers. `make differential` runs more examples."""
 
+import base64
 import json
 import os
 import re
@@ -125,7 +126,7 @@ def pair(make_server: Any) -> Pair:
 # -- documents --------------------------------------------------------------------------------
 
 LEAVES = [
-    "key", "dataSource", "type", "version", "identifier", "utcOffsetSeconds", "status",
+    "id", "key", "dataSource", "type", "version", "identifier", "utcOffsetSeconds", "status",
     "isComplete", "createdAt", "updatedAt", "endedAt", "revision", "streams",
     "associateSessionKeys", "__typename",
 ]  # fmt: skip
@@ -191,7 +192,9 @@ def session_selection(draw: st.DrawFn, depth: int = 0) -> str:
 @st.composite
 def document(draw: st.DrawFn) -> str:
     selection = draw(session_selection())
-    root = draw(st.sampled_from(["session", "current", "page", "snapshot", "sources", "two"]))
+    root = draw(
+        st.sampled_from(["session", "current", "page", "snapshot", "sources", "node", "two"])
+    )
     if root == "session":
         key = draw(st.sampled_from(["$key", '"nope"', '""']))
         body = f"{_aliased(draw, f'session(key: {key})')} {{ {selection} }}"
@@ -213,6 +216,8 @@ def document(draw: st.DrawFn) -> str:
         )
     elif root == "snapshot":
         body = f"sessionSnapshot {{ cursor sessions {{ {selection} }} }}"
+    elif root == "node":  # an abstract root field: graphql-core answers it on both servers
+        body = f"node(id: $id) {{ id __typename ... on Session {{ {selection} }} }}"
     elif root == "sources":
         body = "dataSources { name liveSessions totalSessions __typename }"
     else:
@@ -220,7 +225,7 @@ def document(draw: st.DrawFn) -> str:
     text = f"{{ {body} }}"
     declared = [
         f"${name}: {kind}"
-        for name, kind in (("key", "ID!"), ("flag", "Boolean!"), ("depth", "Int!"))
+        for name, kind in (("key", "ID!"), ("id", "ID!"), ("flag", "Boolean!"), ("depth", "Int!"))
         if f"${name}" in text
     ]
     header = f"query Q({', '.join(declared)})" if declared else "query Q"
@@ -242,7 +247,8 @@ def _differential(pair: Pair, max_examples: int) -> Callable[..., None]:
         # Writes between the reads: the compiled server's response cache must see each.
         if write is not None:
             pair.write(write, key)
-        variables = {"key": key, "flag": flag, "depth": depth}
+        node_id = base64.b64encode(f"Session:{key}".encode()).decode()
+        variables = {"key": key, "id": node_id, "flag": flag, "depth": depth}
         variables = {name: value for name, value in variables.items() if f"${name}" in query}
         compiled, standard = pair.answers(query, variables, caller)
         assert compiled == standard, query
@@ -339,6 +345,18 @@ WRITERS = [ADMIN, WRITER_A, READER_ALL]  # a reader's mutations are refused (FOR
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIME = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")
 CURSOR = re.compile(rb'"(endCursor|cursor)":"[^"]*"')
+GLOBAL_ID = re.compile(rb'"id":"([A-Za-z0-9+/=]+)"')
+
+
+def _placeholders(body: bytes, keys: list[str]) -> bytes:
+    """The answer with each database's keys, new keys, times and cursors written alike; a
+    global id is compared by what it encodes ("Session:K0")."""
+    for index, key in enumerate(keys):
+        body = body.replace(key.encode(), f"K{index}".encode())
+    body = CURSOR.sub(rb'"\1":"C"', TIME.sub(b"T", UUID.sub(b"NEW", body)))
+    return GLOBAL_ID.sub(
+        lambda found: b'"id":"%s"' % _placeholders(base64.b64decode(found[1]), keys), body
+    )
 
 
 class Twins:
@@ -360,10 +378,7 @@ class Twins:
                 json={"query": query, "variables": given},
                 headers={"authorization": f"Bearer {token}"},
             )
-            body = response.content
-            for index, key in enumerate(keys):
-                body = body.replace(key.encode(), f"K{index}".encode())
-            body = CURSOR.sub(rb'"\1":"C"', TIME.sub(b"T", UUID.sub(b"NEW", body)))
+            body = _placeholders(response.content, keys)
             found.append(b"%d " % response.status_code + body)
         return found
 

@@ -1,5 +1,7 @@
 """The client examples in examples/, run against a live server as a reader would run them."""
 
+import base64
+import hashlib
 import json
 import os
 import queue
@@ -201,3 +203,122 @@ def test_js_example_prints_the_events_created_while_it_runs(
     ]
     assert events[-1]["status"] == "ENDED"
     assert len({event["cursor"] for event in events}) == 3
+
+
+def _require_node() -> None:
+    if reason := _node_missing():
+        message = f"JS example: {reason}; `make test` installs it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.parametrize("persisted", [False, True], ids=["plain", "persisted"])
+def test_apollo_clients_default_cache_updates_a_watched_session_from_a_mutation(
+    tmp_path: Path, run_example: Any, persisted: bool
+) -> None:
+    """Apollo Client, unconfigured but for the unions' possibleTypes: the rename's result
+    reaches the watched query through the cache, normalised by the session's global id, and
+    its event arrives through GraphQLWsLink. With the persisted-queries link (hashes, queries
+    by GET) in the production profile, too."""
+    _require_node()
+    profile = {"SESSION_SERVICE_PROFILE": "production"} if persisted else {}
+    env = service_environment(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}", **profile)
+    with Served(env, cwd=tmp_path) as served, Client(served.url) as client:
+        key = client.create(dataSource="car-44", identifier="FP1")["key"]
+        command = ["node", "apollo.mjs", "--url", f"{served.url}/graphql", "--key", key,
+                   "--rename", "FP1 run 2"]  # fmt: skip
+        example = run_example([*command, "--persisted"] if persisted else command, cwd=JS_EXAMPLE)
+        seen, event = example.events(2), example.events(1)[0]
+        assert example.finish() == 0, example.stderr
+        registered = client.http.get(
+            "/graphql",
+            params={"extensions": json.dumps({"persistedQuery": {"version": 1,
+                                              "sha256Hash": _apollo_hash()}}),
+                    "variables": json.dumps({"key": key})},
+        )  # fmt: skip
+    assert [(s["key"], s["identifier"], s["revision"]) for s in seen] == [
+        (key, "FP1", 1),
+        (key, "FP1 run 2", 2),
+    ]
+    assert seen[0]["id"] == seen[1]["id"] == base64.b64encode(f"Session:{key}".encode()).decode()
+    # The rename's event, through GraphQLWsLink from the snapshot's cursor.
+    assert event == {
+        "__typename": "SessionEvent",
+        "kind": "UPDATED",
+        "session": {"__typename": "Session", "id": seen[0]["id"], "identifier": "FP1 run 2",
+                    "revision": 2},
+    }  # fmt: skip
+    # The link registered the watched query's text under its hash: by GET it now answers.
+    found = registered.json().get("data")
+    assert (found is not None) is persisted, registered.text
+
+
+def _apollo_hash() -> str:
+    """The SHA-256 of the query Apollo sent for apollo.mjs's watched query, as it prints it."""
+    text = (
+        "query Session($key: ID!) {\n  session(key: $key) {\n    id\n    key\n    identifier\n"
+        "    revision\n    __typename\n  }\n}"
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("persisted", [False, True], ids=["plain", "persisted"])
+def test_urql_queries_by_get_out_of_the_box(
+    tmp_path: Path, run_example: Any, persisted: bool
+) -> None:
+    """urql's default client sends queries by GET; its persisted exchange sends hashes (by GET),
+    and the text once when asked."""
+    _require_node()
+    env = service_environment(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
+    with Served(env, cwd=tmp_path) as served, Client(served.url) as client:
+        key = client.create(dataSource="car-44", identifier="FP1")["key"]
+        command = ["node", "urql.mjs", "--url", f"{served.url}/graphql"]
+        example = run_example([*command, "--persisted"] if persisted else command, cwd=JS_EXAMPLE)
+        answers = [example.events(1)[0], example.events(1)[0]]
+        assert example.finish() == 0, example.stderr
+    relay_id = base64.b64encode(f"Session:{key}".encode()).decode()
+    expected = [{"id": relay_id, "key": key, "identifier": "FP1", "__typename": "Session"}]
+    assert answers == [expected, expected]
+
+
+def test_a_relay_fetch_and_curl_run_trusted_documents_by_id(
+    tmp_path: Path, run_example: Any
+) -> None:
+    """The manifest of examples/js/documents, made by `session-service documents export`, as
+    the only documents the service runs; Relay's fetch function and curl name them by id."""
+    _require_node()
+    manifest = tmp_path / "manifest.json"
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", "documents", "export", str(JS_EXAMPLE / "documents"),
+         "--output", str(manifest)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    [live] = json.loads(manifest.read_text())["operations"]
+    env = service_environment(
+        f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}",
+        SESSION_SERVICE_TRUSTED_DOCUMENTS=str(manifest),
+    )
+    with Served(env, cwd=tmp_path) as served:
+        with Client(served.url) as client:
+            refused = client.execute("{ currentSessions { key } }")
+            assert refused["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"
+            # Mutations sent by their text are refused too: only admin tokens may (none here).
+            created = client.execute(
+                'mutation { createSession(input: {dataSource: "car-44"}) { __typename } }'
+            )
+            assert created["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"
+        example = run_example(
+            ["node", "relay.mjs", "--url", f"{served.url}/graphql", "--id", live["id"],
+             "--variables", '{"dataSource": "car-44"}'],
+            cwd=JS_EXAMPLE,
+        )  # fmt: skip
+        [data] = example.events(1)
+        assert example.finish() == 0, example.stderr
+        curl = subprocess.run(
+            ["curl", "-s", f"{served.url}/graphql", "-H", "content-type: application/json",
+             "-d", json.dumps({"documentId": f"sha256:{live['id']}"})],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+    assert data == {"currentSessions": []}
+    assert json.loads(curl.stdout) == {"data": {"currentSessions": []}}
