@@ -22,6 +22,8 @@ from api.identity import IdentityProviders
 from api.limits import BodyLimit, RateLimiter
 from api.metrics import BUS_RECONNECTS, StoredSessions, metrics_endpoint
 from api.schema import build_schema
+from api.stream_cookie import stream_cookie_endpoint
+from api.termination import on_termination
 from api.view import GraphQLView
 from models import Database, EventHub, EventLog
 from models.janitor import Janitor
@@ -84,7 +86,8 @@ def create_app(settings: Settings | None = None) -> "Service":
             app.state.services.reader(None), settings.metrics_cache_seconds
         )
         try:
-            yield
+            with on_termination(hub.end_streams):
+                yield
         finally:
             await identities.stop()
             await janitor.stop()
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> "Service":
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        Route("/graphql/stream-cookie", stream_cookie_endpoint, methods=["POST", "DELETE"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", identified(metrics_endpoint)),

@@ -3,9 +3,10 @@ POSTs and the WebSocket handler."""
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import strawberry
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -23,6 +24,7 @@ from api.graphiql import graphiql_page
 from api.limits import error_body
 from api.metrics import WEBSOCKETS_OPEN
 from api.schema import SessionSchema
+from api.streams import StreamedRequests, streamed_kind
 from api.websocket import TransportWSHandler
 
 
@@ -30,7 +32,8 @@ def refusal(status: int, code: str, message: str, **headers: str) -> Response:
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
-# Accept types that ask Strawberry's view for a streamed answer: it handles those.
+# Accept types that ask for a streamed answer: subscriptions and server-sent events go to
+# api/streams.py, the rest (incremental delivery) to Strawberry's view.
 STREAMED = ("multipart/mixed", "text/event-stream")
 
 
@@ -60,10 +63,15 @@ class GraphQLView(GraphQL[Context, None]):
     def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_path = fast_path
+        self.streamed = StreamedRequests(
+            cast(strawberry.Schema, self.schema), self.get_context, self._answer
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             request = Request(scope, receive)
+            if (kind := streamed_kind(request)) is not None:
+                return await self.streamed(kind, request, scope, receive, send)
             # A GET only serves GraphiQL's page (when enabled): queries come by POST.
             if request.method == "POST":
                 if (refused := await self._refuse(request)) is not None:

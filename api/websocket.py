@@ -18,7 +18,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 
 from api.context import Context
-from api.fanout import SUBSCRIBING, SubscribeRequest
+from api.fanout import SUBSCRIBING, SocketTransport, SubscribeRequest
 
 # graphql-transport-ws's "Forbidden", with a reason that tells a client to come back with a new
 # token (and `after:` its last cursor, so that it misses nothing).
@@ -91,10 +91,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         assert websocket is not None  # a WebSocket's context always holds it
         payload = message["payload"]
         return SubscribeRequest(
-            id=message["id"],
             query=payload["query"],
             variables=payload.get("variables"),
             operation_name=payload.get("operationName"),
             schema=cast(strawberry.Schema, self.schema),
-            send=websocket.send_text,
+            transport=SocketTransport(message["id"], websocket),
         )
