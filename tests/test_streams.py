@@ -174,7 +174,7 @@ def test_sse_keeps_scopes_and_the_stream_cookie_carries_them_for_event_source(
             "car-1",
             "car-1",
         ]
-    forbidden = "subscription { sessionStarted(dataSource: \"car-2\") { cursor } }"
+    forbidden = 'subscription { sessionStarted(dataSource: "car-2") { cursor } }'
     with sse(url, query=forbidden, headers=reader) as stream:
         assert stream.next()["data"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
@@ -193,7 +193,8 @@ def test_sse_keeps_scopes_and_the_stream_cookie_carries_them_for_event_source(
     # Only an EventSource's GET takes the cookie; a tampered one proves nothing.
     with sse(url, {"after": start}, cookies=cookies) as stream:
         assert stream.response.status_code == 401
-    with sse(url, {"after": start}, method="GET", cookies={"session_service_stream": cookie[:-2]}) as stream:
+    tampered = {"session_service_stream": cookie[:-2]}
+    with sse(url, {"after": start}, method="GET", cookies=tampered) as stream:
         assert stream.response.status_code == 401
 
 
