@@ -8,8 +8,8 @@ PORT ?= 8000
 .PHONY: run test lint format schema migrate clean browser npm bench differential
 
 # Folders whose package-lock.json `npm ci` installs: GraphiQL's offline assets, the JS client
-# example and the GraphQL-over-HTTP audit.
-NPM_FOLDERS := api/static/graphiql examples/js tests/audit
+# example, the GraphQL-over-HTTP audit and the real clients of tests/test_stream_clients.py.
+NPM_FOLDERS := api/static/graphiql examples/js tests/audit tests/clients
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,11 +1,19 @@
-"""Admission control: how many POSTs to /graphql are answered at once, and each one's bound."""
+"""Admission control: how many GraphQL requests over HTTP are answered at once, and each
+one's bound."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.limits import error_body
 from api.metrics import REQUESTS_REFUSED
-from models.database import deadline
+from models.database import deadline, without_deadline
+
+# Gives the current request's slot back (once).
+_RELEASE: ContextVar[Callable[[], None] | None] = ContextVar("admission_release", default=None)
 
 OVERLOADED_MESSAGE = "The server is at capacity; nothing was done. Retry after the given seconds."
 
@@ -37,8 +45,29 @@ class Admission:
             await send({"type": "http.response.body", "body": self._refusal})
             return
         self.in_flight += 1
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.in_flight -= 1
+
+        token = _RELEASE.set(release)
         try:
             with deadline(self.timeout):
                 await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            _RELEASE.reset(token)
+            release()
+
+
+@contextmanager
+def streaming() -> Iterator[None]:
+    """For a request that has become a long-lived stream (a subscription over HTTP): its slot is
+    given back at once, and its database work is no longer bounded as one request's."""
+    release = _RELEASE.get()
+    if release is not None:
+        release()
+    with without_deadline():
+        yield

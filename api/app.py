@@ -24,6 +24,8 @@ from api.limits import BodyLimit, RateLimiter
 from api.metrics import BUS_RECONNECTS, StoredSessions, metrics_endpoint
 from api.persisted import PersistedDocuments, trusted_manifest
 from api.schema import build_schema
+from api.stream_cookie import stream_cookie_endpoint
+from api.termination import on_termination
 from api.view import GraphQLView
 from models import Database, DocumentStore, EventHub, EventLog
 from models.janitor import Janitor
@@ -102,7 +104,8 @@ def create_app(settings: Settings | None = None) -> "Service":
             app.state.services.reader(None), settings.metrics_cache_seconds
         )
         try:
-            yield
+            with on_termination(hub.end_streams):
+                yield
         finally:
             await identities.stop()
             await janitor.stop()
@@ -121,6 +124,7 @@ def create_app(settings: Settings | None = None) -> "Service":
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        Route("/graphql/stream-cookie", stream_cookie_endpoint, methods=["POST", "DELETE"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", identified(metrics_endpoint)),
@@ -138,13 +142,13 @@ def create_app(settings: Settings | None = None) -> "Service":
 
 
 class Service(Starlette):
-    """Starlette, with POSTs to /graphql sent straight to the view behind the body limit and
-    admission control:
+    """Starlette, with HTTP requests to /graphql sent straight to the view behind the body
+    limit and admission control:
     Starlette's error and exception middleware and its router cost about a sixth of a small
     query's CPU, and the view answers every request itself (tests/test_fast_path.py)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/graphql" and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["path"] == "/graphql":
             scope["app"] = self
             return await self.state.graphql(scope, receive, send)
         return await super().__call__(scope, receive, send)

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging.config
 import os
+import secrets
 import sys
 import tempfile
 from pathlib import Path
@@ -149,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             # Workers share their metrics through files in one directory.
             directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="session-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        if args.workers > 1 and not settings.stream_cookie_secret:
+            # Workers read their settings themselves: one secret for all, so that a stream
+            # cookie issued by one is good at the others.
+            os.environ["SESSION_SERVICE_STREAM_COOKIE_SECRET"] = secrets.token_urlsafe(32)
         uvicorn.run(
             "api.app:create_served_app",
             factory=True,

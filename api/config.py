@@ -80,6 +80,16 @@ class Settings:
     mutation_burst: int = 100
     subscribe_rate_per_second: float = 20.0
     subscribe_burst: int = 50
+    # Subscriptions over HTTP streams (server-sent events, multipart): a heartbeat this often;
+    # a stream whose client has not taken a frame for send_timeout is closed (it resumes by
+    # Last-Event-ID); at most this many open streams per caller.
+    stream_heartbeat_seconds: float = 10.0
+    stream_send_timeout_seconds: float = 10.0
+    max_streams_per_caller: int = 100
+    # The stream cookie (api/stream_cookie.py): signed with this secret (empty: a random one per
+    # process, so set it when several processes serve), valid at most this long.
+    stream_cookie_secret: str = field(default="", repr=False)
+    stream_cookie_seconds: float = 3600.0
     log_format: Literal["text", "json"] = "text"
     # Which operations get a log line: "errors" (any outcome but ok) or "all". A line for every
     # operation cost about an eighth of the CPU of a small query (bench/REPORT.md).
@@ -186,6 +196,12 @@ def _issuers(value: Any) -> tuple[Issuer, ...]:
     return issuers
 
 
+def _secret(value: Any) -> str:
+    if not isinstance(value, str) or len(value) < 32:
+        raise ValueError("must be a string of at least 32 characters")
+    return value
+
+
 def _profile(value: Any) -> Profile:
     if value not in ("development", "production"):
         raise ValueError(f"{value!r} is neither development nor production")
@@ -239,6 +255,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "subscribe_rate_per_second": _non_negative,
     "subscribe_burst": _positive(int),
     "allow_open_network": _boolean,
+    "stream_heartbeat_seconds": _positive(float),
+    "stream_send_timeout_seconds": _positive(float),
+    "max_streams_per_caller": _positive(int),
+    "stream_cookie_secret": _secret,
+    "stream_cookie_seconds": _positive(float),
     "log_format": _log_format,
     "log_operations": _log_operations,
     "http_fast_path": _boolean,

@@ -18,6 +18,7 @@ from api.fanout import Audiences
 from api.limits import RateLimiter
 from api.loaders import EventLoaders, Loaders
 from api.persisted import PersistedDocuments
+from api.stream_cookie import StreamCookies
 from models import Database, EventHub, InvalidInput, SessionReader, SessionWriter
 from models.inputs import check_lookup
 
@@ -50,8 +51,10 @@ class Services:
     event_loaders: EventLoaders = field(init=False)
     audiences: Audiences = field(default_factory=Audiences)
     response_cache: ResponseCache | None = field(init=False)
+    stream_cookies: StreamCookies = field(init=False)
 
     def __post_init__(self) -> None:
+        self.stream_cookies = StreamCookies(self.settings)
         self.event_loaders = EventLoaders(self.reader)
         cache = self.settings.response_cache
         self.response_cache = ResponseCache(self.settings.response_cache_bytes) if cache else None

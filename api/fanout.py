@@ -1,23 +1,26 @@
 """Subscription fan-out: each event is executed and encoded once per audience, and the same text
-goes to every socket in it.
+goes to every subscriber in it, whatever its transport.
 
 Strawberry still parses, validates and authorises a subscription and runs its resolver. The
 events themselves skip the per-subscriber path (graphql-core's per-event execution, Strawberry's
 result hooks, a JSON encoding per socket): the resolver returns a `Delivery`, a source stream
-that writes each event to its socket itself and never yields. Subscribers whose `next` payload
+that writes each event to its transport itself and never yields. A transport (a WebSocket
+here, an HTTP stream in api/streams.py) says how a payload becomes a frame and how a stream that
+must be resumed ends. Subscribers whose `next` payload
 must be identical (the same document, operation, variables and caller scope) share an
 `Audience`, which renders each event once.
 """
 
 import asyncio
 import contextlib
+import enum
 import json
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import isawaitable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 from weakref import WeakValueDictionary
 
 import orjson
@@ -34,16 +37,54 @@ SERVICE_RESTART = 1012
 AudienceKey = tuple[str, str | None, str, frozenset[str] | None]
 
 
+class Ending(enum.Enum):
+    """Why a subscription ends before its client asked: either way the client resumes by cursor."""
+
+    LAGGING = "lagging"
+    RESTARTING = "restarting"
+
+
+class Transport(Protocol):
+    """Where a subscription's events go: how each becomes a frame, and how the stream ends."""
+
+    def frame(self, event: EventRecord, payload: str) -> str:
+        """The text that carries an event's rendered `{"data": …}` payload."""
+
+    async def send(self, frame: str) -> None: ...
+
+    async def end(self, ending: Ending, reason: str) -> None:
+        """End the stream so that the client comes back and resumes after its last cursor."""
+
+
+class SocketTransport:
+    """graphql-transport-ws: `next` messages on the WebSocket, 1013 or 1012 to end."""
+
+    CODES = {Ending.LAGGING: TRY_AGAIN_LATER, Ending.RESTARTING: SERVICE_RESTART}
+
+    def __init__(self, id: str, websocket: Any) -> None:
+        self.prefix = '{"id":%s,"type":"next","payload":' % json.dumps(id)
+        self.websocket = websocket
+        self.send = websocket.send_text
+
+    def frame(self, event: EventRecord, payload: str) -> str:
+        return self.prefix + payload + "}"
+
+    async def end(self, ending: Ending, reason: str) -> None:
+        with contextlib.suppress(RuntimeError):  # already closed
+            await self.websocket.close(self.CODES[ending], reason)
+
+
 @dataclass(frozen=True)
 class SubscribeRequest:
-    """The graphql-transport-ws `subscribe` a resolver runs for, and where its events go."""
+    """A subscription as its transport received it, and where its events go."""
 
-    id: str
     query: str
     variables: dict[str, Any] | None
     operation_name: str | None
     schema: strawberry.Schema
-    send: Callable[[str], Awaitable[None]]
+    transport: Transport
+    # A reconnecting client's last cursor (SSE's Last-Event-ID): it wins over `after:`.
+    resume_after: str | None = None
 
     def audience(self, scope: frozenset[str] | None) -> AudienceKey:
         variables = json.dumps(self.variables, sort_keys=True, separators=(",", ":"))
@@ -134,49 +175,42 @@ class Audiences:
 
 
 class Delivery:
-    """The source stream graphql-core sees for a subscription over graphql-transport-ws. Its
-    first `__anext__` delivers every event to the socket and ends with the subscription, so
-    graphql-core's per-event path never runs."""
+    """The source stream graphql-core sees for a subscription. Its first `__anext__` delivers
+    every event to the transport and ends with the subscription, so graphql-core's per-event
+    path never runs."""
 
     def __init__(
         self,
         events: AsyncGenerator[EventRecord, None],
         message: SubscribeRequest,
         audience: Audience,
-        close: Callable[[int, str], Awaitable[None]],
     ) -> None:
         self.events = events
         self.message = message
         self.audience = audience
-        self.close = close
 
     def __aiter__(self) -> "Delivery":
         return self
 
     async def __anext__(self) -> NoReturn:
-        prefix = '{"id":%s,"type":"next","payload":' % json.dumps(self.message.id)
-        send = self.message.send
+        transport = self.message.transport
+        frame, send = transport.frame, transport.send
         SUBSCRIPTIONS_OPEN.inc()
         try:
             async for event in self.events:
                 payload = self.audience.render(event)
                 if not isinstance(payload, str):
                     payload = await payload
-                await send(prefix + payload + "}")
+                await send(frame(event, payload))
                 EVENTS_DELIVERED.inc()
         except SubscriberLagging as error:
             SUBSCRIBERS_DROPPED.inc()
-            await self._close(TRY_AGAIN_LATER, f"{error}: resume with after: your last cursor")
+            await transport.end(Ending.LAGGING, f"{error}: resume after your last cursor")
         except HubClosed:
-            await self._close(SERVICE_RESTART, "the server is restarting: resume by cursor")
+            await transport.end(Ending.RESTARTING, "the server is restarting: resume by cursor")
         finally:
             SUBSCRIPTIONS_OPEN.dec()
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
         await self.events.aclose()
-
-    async def _close(self, code: int, reason: str) -> None:
-        """End the connection with a code graphql-ws clients retry, so they resume by cursor."""
-        with contextlib.suppress(RuntimeError):  # already closed
-            await self.close(code, reason)

@@ -25,10 +25,16 @@ async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Del
     context = info.context
     context.require_enabled()
     message = SUBSCRIBING.get()
-    if message is None or context.websocket is None:
-        raise ApiError("VALIDATION", "Subscribe over WebSocket (graphql-transport-ws).")
+    if message is None:
+        raise ApiError(
+            "VALIDATION",
+            "Subscribe over WebSocket (graphql-transport-ws) or server-sent events.",
+        )
     try:
-        position = None if after is None else decode_cursor(after)
+        if message.resume_after is not None:
+            position: int | None = decode_cursor(message.resume_after, "Last-Event-ID")
+        else:
+            position = None if after is None else decode_cursor(after)
         events = await context.hub.open_stream(where, position)
     except DomainError as error:
         raise top_level(error) from error
@@ -45,7 +51,7 @@ async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Del
     audience = services.audiences.join(
         message.audience(scope), lambda: Audience(message.executor(context), root, finish)
     )
-    return Delivery(events, message, audience, close=context.websocket.close)
+    return Delivery(events, message, audience)
 
 
 def _one_source(info: ContextInfo, data_source: str, kind: EventKind) -> EventFilter:

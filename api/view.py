@@ -3,13 +3,14 @@ POSTs and GETs, persisted documents, both response media types) and the WebSocke
 
 import json
 import time
-from functools import lru_cache
-from typing import Any
+from functools import lru_cache, partial
+from typing import Any, cast
 
 import orjson
+import strawberry
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
@@ -28,6 +29,7 @@ from api.masking import DATABASE_ERRORS_RAISED
 from api.metrics import WEBSOCKETS_OPEN
 from api.persisted import named
 from api.schema import SessionSchema
+from api.streams import StreamedRequests, stream_for, streamed_kind
 from api.websocket import TransportWSHandler
 
 JSON = "application/json"
@@ -84,8 +86,8 @@ def is_request_error(result: Any) -> bool:
 
 QUERIES_ONLY = (OperationType.QUERY,)
 
-# Accept types that, listed first, ask for a streamed answer (urql lists them after JSON for
-# every request): Strawberry's view handles those.
+# Accept types of streamed answers (api/streams.py): a client that lists one first asks for a
+# stream; one that lists it after JSON (urql, for every request) takes one for a subscription.
 STREAMED = ("multipart/mixed", "text/event-stream")
 
 
@@ -119,10 +121,15 @@ class GraphQLView(GraphQL[Context, None]):
     def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_path = fast_path
+        self.streamed = StreamedRequests(
+            cast(strawberry.Schema, self.schema), self.get_context, self._answer
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             request = Request(scope, receive)
+            if (kind := streamed_kind(request)) is not None:
+                return await self.streamed(kind, request, scope, receive, send)
             method = request.method
             # A GET without GraphQL parameters is a browser asking for GraphiQL (when enabled).
             if method == "POST" or (
@@ -186,7 +193,7 @@ class GraphQLView(GraphQL[Context, None]):
             return "The request body must be a JSON object."
         return data
 
-    async def _answer(self, request: Request, accept: str) -> "Response | Answer":
+    async def _answer(self, request: Request, accept: str) -> ASGIApp:
         """A GraphQL request answered without Strawberry's view, in the media type the client
         asks for. In application/json every GraphQL answer is a 200, as Strawberry's view
         answers it (tests/test_fast_path.py); in application/graphql-response+json a request
@@ -238,6 +245,9 @@ class GraphQLView(GraphQL[Context, None]):
         except CannotGetOperationTypeError as error:
             return refusal(400, "VALIDATION", error.as_http_error_reason(), media_type)
         except InvalidOperationTypeError as error:
+            stream = stream_for(accept)
+            if error.operation_type is OperationType.SUBSCRIPTION and stream is not None:
+                return partial(self.streamed, stream, request)  # urql's subscriptions, say
             message = error.as_http_error_reason(request.method)
             if by_get and error.operation_type is OperationType.MUTATION:
                 return refusal(405, "VALIDATION", message, media_type, allow="POST")

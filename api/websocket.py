@@ -19,7 +19,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 
 from api.context import Context
 from api.errors import ApiError
-from api.fanout import SUBSCRIBING, SubscribeRequest
+from api.fanout import SUBSCRIBING, SocketTransport, SubscribeRequest
 from api.persisted import named
 
 # graphql-transport-ws's "Forbidden", with a reason that tells a client to come back with a new
@@ -109,10 +109,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         assert websocket is not None  # a WebSocket's context always holds it
         payload = message["payload"]
         return SubscribeRequest(
-            id=message["id"],
             query=payload["query"],
             variables=payload.get("variables"),
             operation_name=payload.get("operationName"),
             schema=cast(strawberry.Schema, self.schema),
-            send=websocket.send_text,
+            transport=SocketTransport(message["id"], websocket),
         )

@@ -368,6 +368,17 @@ def deadline(seconds: float) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
+@contextmanager
+def without_deadline() -> Iterator[None]:
+    """Lift a request's bound in this block (a request that became a long-lived stream): each
+    use of a connection keeps its own."""
+    token = _DEADLINE.set(None)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
 async def _rollback(connection: Connection) -> None:
     try:
         await connection.execute("ROLLBACK")

@@ -105,9 +105,14 @@ class EventHub:
 
     async def stop(self) -> None:
         await cancel(self._tasks)
+        self.end_streams()
+        await self.bus.stop()
+
+    def end_streams(self) -> None:
+        """End every subscriber's stream now (the server is going away): each resumes by
+        cursor elsewhere. The hub itself goes on until `stop`."""
         for subscriber in list(self._subscribers):
             subscriber.fail(HubClosed("the server is shutting down"))
-        await self.bus.stop()
 
     def announce(self, events: list[EventRecord]) -> None:
         """Called after a commit with the events it appended: tell every other process via the
