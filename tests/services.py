@@ -102,7 +102,8 @@ class Served:
         )
 
     def __enter__(self) -> "Served":
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded machine a new process takes long to import and migrate.
+        deadline = time.monotonic() + 90
         while True:
             try:
                 if httpx.get(f"{self.url}/healthz").status_code == 200:
@@ -110,7 +111,7 @@ class Served:
             except httpx.TransportError:
                 pass
             assert self.process.poll() is None, "session-service serve exited"
-            assert time.monotonic() < deadline, "session-service serve did not answer in 30 s"
+            assert time.monotonic() < deadline, "session-service serve did not answer in 90 s"
             time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:

@@ -1,5 +1,6 @@
 """Subscriptions over server-sent events and Apollo's multipart HTTP, through real HTTP."""
 
+import hashlib
 import json
 import signal
 import time
@@ -120,12 +121,28 @@ def test_sse_by_get_and_a_query_answered_as_one_next_then_complete(
         assert stream.response.status_code == 405
 
 
-def test_sse_get_with_free_text_is_refused_in_production(make_server: Any) -> None:
+def test_sse_get_with_free_text_is_refused_in_production_and_a_persisted_id_is_served(
+    make_server: Any,
+) -> None:
     server = make_server(profile="production")
     with sse(server.url, {"after": "0"}, method="GET") as stream:
         assert stream.response.status_code == 400
         stream.response.read()
-        assert stream.response.json()["errors"][0]["extensions"]["code"] == "VALIDATION"
+        code = stream.response.json()["errors"][0]["extensions"]["code"]
+        assert code == "PERSISTED_QUERY_REQUIRED"
+    # An EventSource names a persisted document instead: registered once (here over SSE too).
+    digest = hashlib.sha256(EVENTS.encode()).hexdigest()
+    persisted = {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+    with Client(server.url) as client:
+        client.create(dataSource="car-1")
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        body = {"query": EVENTS, "variables": {"after": "0"}, "extensions": persisted}
+        with http.stream("POST", "/graphql", headers=SSE, json=body) as response:
+            assert EventStream(response).next()["id"] == "1"
+        params = {"documentId": f"sha256:{digest}", "variables": json.dumps({"after": "0"})}
+        with http.stream("GET", "/graphql", headers=SSE, params=params) as response:
+            assert response.status_code == 200
+            assert EventStream(response).next()["id"] == "1"
 
 
 def test_sse_reports_an_expired_cursor_as_an_error_then_complete(make_server: Any) -> None:
