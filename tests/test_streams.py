@@ -298,3 +298,36 @@ def test_sigterm_ends_sse_streams_at_once_without_complete(tmp_path: Path) -> No
         exited = time.monotonic() - signalled
     # Well within the 10 s that uvicorn gives responses in flight.
     assert ended < 3 and exited < 5, (ended, exited)
+
+
+def test_a_subscription_from_a_client_that_lists_event_streams_after_json_is_streamed(
+    client: Client, server: LiveServer
+) -> None:
+    """urql sends this Accept with every request: queries are answered as JSON, a subscription
+    as server-sent events."""
+    urql = {"accept": "application/graphql-response+json, application/graphql+json, "
+            "application/json, text/event-stream, multipart/mixed"}  # fmt: skip
+    answer = httpx.post(f"{server.url}/graphql", json={"query": "{ __typename }"}, headers=urql)
+    assert answer.headers["content-type"] == "application/graphql-response+json"
+    start = snapshot(client)
+    client.create(dataSource="car-1")
+    with sse(server.url, {"after": start}, headers=urql) as stream:
+        assert stream.response.headers["content-type"].startswith("text/event-stream")
+        assert stream.next()["id"] == str(int(start) + 1)
+
+
+def test_a_stream_holds_no_admission_slot_and_outlives_the_request_bound(
+    make_server: Any,
+) -> None:
+    """With one request in flight allowed and a 1 s bound, an open stream neither blocks other
+    requests nor loses its database reads after a second (rendering reads each session)."""
+    server = make_server(max_requests_in_flight=1, request_timeout_seconds=1)
+    query = "subscription { sessionEvents { cursor session { key status } } }"
+    with Client(server.url) as client, sse(server.url, query=query) as stream:
+        for _ in range(3):
+            assert client.data("{ __typename }") == {"__typename": "Query"}
+        time.sleep(1.5)
+        key = client.create(dataSource="car-1")["key"]
+        event = stream.next()["data"]
+        assert event == {"data": {"sessionEvents": {"cursor": event["data"]["sessionEvents"][
+            "cursor"], "session": {"key": key, "status": "LIVE"}}}}  # fmt: skip
