@@ -83,13 +83,18 @@ class Served:
     """`session-service serve` in a process of its own, on a free loopback port."""
 
     def __init__(
-        self, env: dict[str, str], *args: str, cwd: Path | None = None, port: int | None = None
+        self,
+        env: dict[str, str],
+        *args: str,
+        cwd: Path | None = None,
+        port: int | None = None,
+        command: str = COMMAND,
     ) -> None:
         # A given port restarts a service where its clients expect it.
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [COMMAND, "serve", "--port", str(self.port), *args],
+            [command, "serve", "--port", str(self.port), *args],
             env=env,
             cwd=cwd,
             stdout=subprocess.DEVNULL,
