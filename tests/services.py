@@ -102,11 +102,21 @@ class Served:
         )
 
     def __enter__(self) -> "Served":
+        try:
+            self._wait_until_healthy()
+        except BaseException:
+            # `with` never calls __exit__ when __enter__ raises: a server left running would
+            # outlive the test and fail a later one with its ResourceWarning.
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
                 if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return self
+                    return
             except httpx.TransportError:
                 pass
             assert self.process.poll() is None, "session-service serve exited"
