@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format schema migrate clean browser npm bench differential
+.PHONY: run test lint format schema migrate clean browser npm bench differential wheel
 
 # Folders whose package-lock.json `npm ci` installs: GraphiQL's offline assets, the JS client
 # example, the GraphQL-over-HTTP audit and the real clients of tests/test_stream_clients.py.
@@ -60,6 +60,11 @@ npm: $(NPM_FOLDERS:%=%/node_modules/.package-lock.json)
 	@if command -v npm >/dev/null; then cd $* && npm ci --no-audit --no-fund; \
 	else echo "npm not found: $* not installed"; fi
 
+# The sdist and the wheel in dist/, each carrying GraphiQL's files from npm and their licences
+# (setup.py refuses to build without them).
+wheel: $(VENV)/.installed-dev api/static/graphiql/node_modules/.package-lock.json
+	$(BIN)/python -m build --outdir dist
+
 # The benchmark (a few minutes; progress as it goes): writes bench/REPORT.md. wrk comes from
 # Debian's packages.
 bench: $(VENV)/.installed-dev
@@ -68,4 +73,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build dist

@@ -11,7 +11,8 @@ from api.config import Settings
 STATIC = Path(__file__).parent / "static" / "graphiql"
 MODULES = STATIC / "node_modules"
 
-# Only these files are served: node_modules holds far more than the page needs.
+# Only these files are served: node_modules holds far more than the page needs. pyproject.toml's
+# package-data names each, so that a wheel carries them.
 ASSETS: dict[str, Path] = {
     "react.production.min.js": MODULES / "react" / "umd" / "react.production.min.js",
     "react-dom.production.min.js": MODULES / "react-dom" / "umd" / "react-dom.production.min.js",

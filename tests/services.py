@@ -88,13 +88,18 @@ class Served:
     """`session-service serve` in a process of its own, on a free loopback port."""
 
     def __init__(
-        self, env: dict[str, str], *args: str, cwd: Path | None = None, port: int | None = None
+        self,
+        env: dict[str, str],
+        *args: str,
+        cwd: Path | None = None,
+        port: int | None = None,
+        command: str = COMMAND,
     ) -> None:
         # A given port restarts a service where its clients expect it.
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [COMMAND, "serve", "--port", str(self.port), *args],
+            [command, "serve", "--port", str(self.port), *args],
             env=env,
             cwd=cwd,
             stdout=subprocess.DEVNULL,
@@ -102,12 +107,22 @@ class Served:
         )
 
     def __enter__(self) -> "Served":
+        try:
+            self._wait_until_healthy()
+        except BaseException:
+            # `with` never calls __exit__ when __enter__ raises: a server left running would
+            # outlive the test and fail a later one with its ResourceWarning.
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait_until_healthy(self) -> None:
         # Generous: on a loaded machine a new process takes long to import and migrate.
         deadline = time.monotonic() + 90
         while True:
             try:
                 if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return self
+                    return
             except httpx.TransportError:
                 pass
             assert self.process.poll() is None, "session-service serve exited"

@@ -3,7 +3,11 @@
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -429,13 +433,21 @@ def wait_for_result(page: "Page", text: str, timeout: float = 10) -> dict[str, A
 def test_graphiql_loads_without_external_requests_and_runs_a_query_and_a_subscription(
     local: LocalOnly, service: Service
 ) -> None:
+    page = graphiql_runs_a_query_and_a_subscription(local, service.url)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "graphiql.png"))
+
+
+def graphiql_runs_a_query_and_a_subscription(local: LocalOnly, url: str) -> "Page":
+    """GraphiQL at `url` on the assets we serve, on an empty database: a query, then a
+    subscription seeing a session created meanwhile. Returns the page."""
     requested: list[str] = []
     page = local.page()
     page.on("request", lambda request: requested.append(request.url))
-    page.goto(f"{service.url}/graphql")
+    page.goto(f"{url}/graphql")
     page.locator(".graphiql-query-editor .CodeMirror").wait_for()
     assert "subscription LiveEvents" in graphiql_editor(page, ".graphiql-query-editor .CodeMirror")
-    assets = [urlsplit(url).path for url in requested if "/graphiql/assets/" in url]
+    assets = [urlsplit(address).path for address in requested if "/graphiql/assets/" in address]
     assert sorted(assets) == sorted(
         f"/graphiql/assets/{name}"
         for name in (
@@ -448,7 +460,7 @@ def test_graphiql_loads_without_external_requests_and_runs_a_query_and_a_subscri
         )
     )
 
-    with Client(service.url) as client:
+    with Client(url) as client:
         client.create(dataSource="car-44", identifier="FP1 run 3")
         run_in_graphiql(
             page, "{ dataSources { name liveSessions totalSessions } sessionSnapshot { cursor } }"
@@ -477,9 +489,97 @@ def test_graphiql_loads_without_external_requests_and_runs_a_query_and_a_subscri
         )
         result = wait_for_result(page, "FP1 run 4")
     assert result["data"]["sessionEvents"]["kind"] == "STARTED"
-    assert any(urlsplit(url).path == "/graphql" for url in local.sockets)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "graphiql.png"))
+    assert any(urlsplit(socket).path == "/graphql" for socket in local.sockets)
+    return page
+
+
+# -- the installed package --------------------------------------------------------------------
+
+GRAPHIQL_MODULES = ROOT / "api" / "static" / "graphiql" / "node_modules"
+# What the wheel must carry beyond the Python code: GraphiQL's files from npm and their licences.
+LICENCES = ("react/LICENSE", "react-dom/LICENSE", "graphiql/LICENSE", "graphql-ws/LICENSE.md")
+
+
+def build_wheel(directory: Path) -> Path:
+    """The wheel `python -m build` makes from an sdist of this checkout, with no npm on PATH.
+
+    It builds from a copy (the checkout stays untouched) that has only GraphiQL's node_modules,
+    and `build` makes the wheel from the unpacked sdist: that one holds no node_modules folder
+    but what the sdist carries.
+    """
+    source = directory / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "node_modules", "*_cache", "build", "*.egg-info", "__pycache__"
+        ),
+    )
+    (source / GRAPHIQL_MODULES.relative_to(ROOT)).symlink_to(GRAPHIQL_MODULES)
+    dist = directory / "dist"
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    command = [sys.executable, "-m", "build", "--outdir", str(dist), str(source)]
+    succeed(command, env=env, timeout=300)
+    (wheel,) = dist.glob("*.whl")
+    return wheel
+
+
+def install(wheel: Path, directory: Path) -> Path:
+    """A fresh virtualenv with the wheel and its dependencies from the index: its bin/."""
+    venv = directory / "venv"
+    succeed([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile"]
+    succeed([*pip, str(wheel)], timeout=600)
+    return venv / "bin"
+
+
+def succeed(command: list[str], **options: Any) -> str:
+    """The command's output; a failure shows what it printed."""
+    done = subprocess.run(command, capture_output=True, text=True, **options)
+    assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def test_the_installed_wheel_serves_graphiql_and_the_dashboard_offline_without_node(
+    local: LocalOnly, tmp_path: Path
+) -> None:
+    if not (GRAPHIQL_MODULES / ".package-lock.json").exists():
+        message = "the wheel test: GraphiQL's node_modules is not installed; run `make npm`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        packed = set(archive.namelist())
+    carried = "api/static/graphiql/node_modules/"
+    assert {carried + licence for licence in LICENCES} <= packed
+    assert "api/static/dashboard/dashboard.js" in packed
+
+    bin_ = install(wheel, tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # Nothing of this machine's: no node or npm, no setting, no checkout on the import path.
+    env = {"PATH": str(bin_), "HOME": str(tmp_path)}
+    assert shutil.which("node", path=env["PATH"]) is None
+    assert shutil.which("npm", path=env["PATH"]) is None
+    where = succeed(
+        [str(bin_ / "python"), "-c", "import api; print(api.__file__)"], env=env, cwd=empty
+    )
+    assert Path(where.strip()).is_relative_to(bin_.parent)
+
+    with Served(env, cwd=empty, command=str(bin_ / "session-service")) as served:
+        graphiql_runs_a_query_and_a_subscription(local, served.url)
+
+        page = local.page()
+        page.goto(f"{served.url}/dashboard")
+        page.locator('body[data-connection="live"]').wait_for()
+        count = page.locator('section[data-source="car-44"] .count')
+        count.filter(has_text="2 live").wait_for()  # GraphiQL's two sessions, from the snapshot
+        with Client(served.url) as client:
+            session = client.create(dataSource="car-44", identifier="from the wheel")
+        card(page, session["key"]).wait_for(timeout=SHOWN)
+        assert count.inner_text() == "3 live"
+    assert (empty / "sessions.db").is_file()  # the default database, in the working directory
 
 
 # -- the pages over plain HTTP ----------------------------------------------------------------
