@@ -2,13 +2,14 @@
 POSTs and the WebSocket handler."""
 
 import json
+import re
 import time
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
@@ -23,12 +24,45 @@ from api.graphiql import graphiql_page
 from api.limits import error_body
 from api.metrics import WEBSOCKETS_OPEN
 from api.schema import SessionSchema
-from api.websocket import TransportWSHandler
+from api.websocket import SocketAdapter, TransportWSHandler
+
+
+def _encoded(data: object) -> bytes:
+    """orjson's encoding; json's, with \\u escapes, for the lone surrogates orjson refuses
+    (a client's operation id or operationName, echoed back)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _replaying(body: bytes) -> Receive:
+    """A receive that gives the body already read, then waits for the disconnect."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 def refusal(status: int, code: str, message: str, **headers: str) -> Response:
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
+
+# The members of a POSTed operation that Strawberry's view checks, and what each must be.
+FIELD_KINDS = (
+    ("query", "a string"),
+    ("variables", "an object"),
+    ("extensions", "an object"),
+    ("operationName", "a string"),
+)
+# A GraphQL name (the spec's Name token).
+NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 
 # Accept types that ask Strawberry's view for a streamed answer: it handles those.
 STREAMED = ("multipart/mixed", "text/event-stream")
@@ -56,6 +90,7 @@ class Answer:
 
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = SocketAdapter
 
     def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,10 +103,15 @@ class GraphQLView(GraphQL[Context, None]):
             if request.method == "POST":
                 if (refused := await self._refuse(request)) is not None:
                     return await refused(scope, receive, send)
+                body = await request.body()
+                data = self._operation(body)
+                if isinstance(data, Response):
+                    return await data(scope, receive, send)
                 accept = request.headers.get("accept", "")
                 if self.fast_path and not any(kind in accept for kind in STREAMED):
-                    response = await self._answer(request)
+                    response = await self._answer(request, data)
                     return await response(scope, receive, send)
+                receive = _replaying(body)
             return await super().__call__(scope, receive, send)
         WEBSOCKETS_OPEN.inc()
         try:
@@ -94,32 +134,34 @@ class GraphQLView(GraphQL[Context, None]):
         request.state.principal = principal
         return None
 
-    async def _answer(self, request: Request) -> "Response | Answer":
-        """A JSON POST answered without Strawberry's view, as that view answers it: the same
-        refusals (400 and a plain-text reason) and the same JSON (tests/test_fast_path.py)."""
-        body = await request.body()
+    def _operation(self, body: bytes) -> "dict[str, Any] | Response":
+        """The POSTed operation, or the answer refusing it: Strawberry's view's refusals (400 and
+        a plain-text reason), checked here for every POST, since that view fails with a 500 on
+        a body that is JSON but not an object."""
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            # What orjson refuses and json takes: lone surrogates in \u escapes (refused later,
-            # naming the field), integers beyond 64 bits, UTF-16 and UTF-32.
-            try:
-                data = json.loads(body)
-            except (ValueError, RecursionError):
-                return PlainTextResponse("Unable to parse request body as JSON", 400)
+            data = self.decode_json(body)
+        except json.JSONDecodeError:
+            return PlainTextResponse("Unable to parse request body as JSON", 400)
         if isinstance(data, list):
             return PlainTextResponse("Batching is not enabled", 400)
         if not isinstance(data, dict):
             return PlainTextResponse("The request body must be a JSON object.", 400)
-        query, variables, extensions = (data.get(k) for k in ("query", "variables", "extensions"))
-        for name, value, kind in (
-            ("query", query, "a string"),
-            ("variables", variables, "an object"),
-            ("extensions", extensions, "an object"),
-        ):
-            if value is not None and not isinstance(value, str if name == "query" else dict):
+        for name, kind in FIELD_KINDS:
+            value = data.get(name)
+            if value is not None and not isinstance(value, str if kind == "a string" else dict):
                 message = f"The GraphQL operation's `{name}` must be {kind} or null, if provided."
                 return PlainTextResponse(message, 400)
+        operation_name = data.get("operationName")
+        if operation_name is not None and not NAME.fullmatch(operation_name):
+            # No operation has that name; answered here because Strawberry's answer repeats it,
+            # and fails with a 500 on a lone surrogate, which has no UTF-8 form.
+            return PlainTextResponse(f"Unknown operation named {json.dumps(operation_name)}.", 400)
+        return data
+
+    async def _answer(self, request: Request, data: dict[str, Any]) -> "Response | Answer":
+        """A JSON POST answered without Strawberry's view, as that view answers it: the same
+        refusals and the same JSON (tests/test_fast_path.py)."""
+        query, variables, extensions = (data.get(k) for k in ("query", "variables", "extensions"))
         context = await self.get_context(request)
         operation_name = data.get("operationName")
         cached = await self._cached(context, query, operation_name, variables)
@@ -139,7 +181,7 @@ class GraphQLView(GraphQL[Context, None]):
             return PlainTextResponse(error.as_http_error_reason("POST"), 400)
         except MissingQueryError:
             return PlainTextResponse("No GraphQL query found in the request", 400)
-        body = orjson.dumps(process_result(result))
+        body = _encoded(process_result(result))
         if cached is not None and not result.errors:
             key, version = cached
             context.services.response_cache.put(key, version, body)  # type: ignore[union-attr]
@@ -176,9 +218,27 @@ class GraphQLView(GraphQL[Context, None]):
         observe("query", name, started, None, context.request_id, schema.log_all)
         return Answer(body, context.request_id)
 
+    def decode_json(self, data: str | bytes) -> object:
+        """JSON as Strawberry's view reads it, HTTP bodies and WebSocket messages alike, with
+        every failure a JSONDecodeError (a 400, or a close with 4400): json.loads also raises
+        UnicodeDecodeError, RecursionError past ~1,000 levels and ValueError for integers of
+        more than 4,300 digits, which became 500s and dropped sockets."""
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        # What orjson refuses and json takes: lone surrogates in \u escapes (refused later,
+        # naming the field), integers beyond 64 bits, UTF-16 and UTF-32.
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as error:
+            raise json.JSONDecodeError(type(error).__name__, "", 0) from None
+
     def encode_json(self, data: object) -> str:
         # Text, not bytes: Strawberry sends bytes over a WebSocket as binary frames.
-        return orjson.dumps(data).decode()
+        return _encoded(data).decode()
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL on the assets we serve; Strawberry's CDN page only when they are absent."""

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -23,6 +24,20 @@ from api.fanout import SUBSCRIBING, SubscribeRequest
 # graphql-transport-ws's "Forbidden", with a reason that tells a client to come back with a new
 # token (and `after:` its last cursor, so that it misses nothing).
 TOKEN_EXPIRED = (4403, "token expired")
+
+
+# A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455, 5.5).
+MAX_REASON_BYTES = 123
+
+
+class SocketAdapter(ASGIWebSocketAdapter):
+    """Strawberry's socket, closing with a reason a close frame can carry: its reasons repeat
+    what the client sent (an operation id, a syntax error's character), and one too long or
+    with a lone surrogate failed to encode, dropping the connection without a close frame."""
+
+    async def close(self, code: int, reason: str) -> None:
+        encoded = reason.encode("utf-8", "backslashreplace")[:MAX_REASON_BYTES]
+        await super().close(code, encoded.decode("utf-8", "ignore"))
 
 
 def _malformed(message: Any) -> str | None:
