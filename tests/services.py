@@ -83,18 +83,26 @@ class Served:
     """`session-service serve` in a process of its own, on a free loopback port."""
 
     def __init__(
-        self, env: dict[str, str], *args: str, cwd: Path | None = None, port: int | None = None
+        self,
+        env: dict[str, str],
+        *args: str,
+        cwd: Path | None = None,
+        port: int | None = None,
+        log: Path | None = None,
     ) -> None:
         # A given port restarts a service where its clients expect it.
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [COMMAND, "serve", "--port", str(self.port), *args],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # The log (stderr) goes to `log` when given; the process keeps its own copy of the file.
+        with contextlib.ExitStack() as files:
+            output = files.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+            self.process = subprocess.Popen(
+                [COMMAND, "serve", "--port", str(self.port), *args],
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=output,
+            )
 
     def __enter__(self) -> "Served":
         deadline = time.monotonic() + 30
