@@ -36,18 +36,18 @@ def _encoded(data: object) -> bytes:
         return json.dumps(data, separators=(",", ":")).encode()
 
 
-def _replaying(body: bytes) -> Receive:
-    """A receive that gives the body already read, then waits for the disconnect."""
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read, then the connection's messages."""
     sent = False
 
-    async def receive() -> Message:
+    async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replay
 
 
 def refusal(status: int, code: str, message: str, **headers: str) -> Response:
@@ -111,7 +111,7 @@ class GraphQLView(GraphQL[Context, None]):
                 if self.fast_path and not any(kind in accept for kind in STREAMED):
                     response = await self._answer(request, data)
                     return await response(scope, receive, send)
-                receive = _replaying(body)
+                receive = _replaying(body, receive)
             return await super().__call__(scope, receive, send)
         WEBSOCKETS_OPEN.inc()
         try:
