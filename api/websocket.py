@@ -44,6 +44,8 @@ def _malformed(message: Any) -> str | None:
     """Why a message is malformed, or None; Strawberry would fail on these with a TypeError."""
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return "A message must be an object with a string type."
+    if message["type"] == "complete" and not isinstance(message.get("id"), str):
+        return "complete needs a string id."
     if message["type"] != "subscribe":
         return None
     payload = message.get("payload")

@@ -310,6 +310,10 @@ def test_a_binary_frame_closes_with_4400(server: Any) -> None:
         pytest.param({"type": "next", "id": "1", "payload": {}}, id="server-type-next"),
         pytest.param({"type": "connection_ack"}, id="server-type-ack"),
         pytest.param({"type": "complete"}, id="complete-without-id"),
+        # Found by tests/test_fuzz.py: a TypeError (unhashable) that dropped the connection.
+        pytest.param({"type": "complete", "id": ["1"]}, id="complete-id-list"),
+        pytest.param({"type": "complete", "id": {"a": 1}}, id="complete-id-object"),
+        pytest.param({"type": "complete", "id": 1}, id="complete-id-int"),
         pytest.param({"type": "subscribe", "id": "1"}, id="subscribe-without-payload"),
         pytest.param({"type": "subscribe", "id": "1", "payload": None}, id="payload-null"),
         pytest.param({"type": "subscribe", "id": "1", "payload": "{ a }"}, id="payload-string"),
