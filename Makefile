@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format schema migrate clean browser npm bench differential wheel
+.PHONY: run test lint format schema migrate clean browser npm bench differential wheel fuzz
 
 # Folders whose package-lock.json `npm ci` installs: GraphiQL's offline assets, the JS client
 # example, the GraphQL-over-HTTP audit and the real clients of tests/test_stream_clients.py.
@@ -32,6 +32,12 @@ test: $(VENV)/.installed-dev browser npm
 # The compiled-versus-graphql-core differential test with ten times CI's examples.
 differential: $(VENV)/.installed-dev
 	SESSION_SERVICE_TEST_DIFFERENTIAL_EXAMPLES=1200 $(BIN)/pytest tests/test_compiled.py $(PYTEST_ARGS)
+
+# The fuzzing of HTTP and graphql-transport-ws against a live server (tests/test_fuzz.py) with ten
+# times CI's examples, new ones each run (a few minutes).
+fuzz: $(VENV)/.installed-dev
+	SESSION_SERVICE_TEST_FUZZ_EXAMPLES=3000 $(BIN)/pytest tests/test_fuzz.py \
+		--hypothesis-show-statistics $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -143,8 +143,18 @@ class OperationPolicy(SchemaExtension):
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         if context.query is not None:
-            checked = self.documents.check(context.schema._schema, context.query)
-            context.graphql_document, self._errors = checked.document, checked.errors
+            try:
+                checked = self.documents.check(context.schema._schema, context.query)
+            except GraphQLError:
+                # Raised here, before Strawberry's parse, it would escape the handler that
+                # answers it (over WebSocket: a bare `complete`). Strawberry parses it again,
+                # with the same limit, and answers the error.
+                context.parse_options = {
+                    **context.parse_options,
+                    "max_tokens": self.documents.max_tokens,
+                }
+            else:
+                context.graphql_document, self._errors = checked.document, checked.errors
         yield
 
     def on_validate(self) -> Iterator[None]:

@@ -7,6 +7,8 @@ import sqlite3
 
 import asyncpg
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from api.errors import ApiError
 from api.metrics import DATABASE_ERRORS
@@ -23,9 +25,19 @@ UNAVAILABLE_MESSAGE = "The database is unavailable; retry shortly (with the same
 SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
 
 
+# What Strawberry raises when a request names no operation it may run (over WebSocket, an
+# `operationName` the document lacks): the client's mistake, not ours.
+REQUEST_ERRORS = (
+    GraphQLError,
+    MissingQueryError,
+    CannotGetOperationTypeError,
+    InvalidOperationTypeError,
+)
+
+
 def _document(error: GraphQLError) -> bool:
     """A parse, validation or coercion error, as opposed to one raised while resolving."""
-    return error.original_error is None or isinstance(error.original_error, GraphQLError)
+    return error.original_error is None or isinstance(error.original_error, REQUEST_ERRORS)
 
 
 # Errors the drivers raise: a database error of any kind is counted.

@@ -7,7 +7,13 @@ from typing import Any
 log = logging.getLogger("session_service.operations")
 
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+# Attributes that are not `extra` fields: the record's own, those formatting adds (`message`,
+# `asctime`), and uvicorn's `color_message`, the message again with ANSI colour codes.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,15 +33,23 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Plain lines, with the record's `extra` fields appended as key=value."""
+    """Plain lines, with the record's `extra` fields appended as key=value. A record's further
+    lines (a message of several lines, a traceback) are indented, so that each record starts a
+    line with its time."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
         extra = [f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD]
-        return " ".join([line, *extra])
+        text = " ".join([self.formatMessage(record), *extra])
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return "\n  ".join(text.splitlines())
 
 
 def logging_config(log_format: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, execute
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from strawberry.exceptions import MissingQueryError
 from strawberry.execution import optimized_is_awaitable
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.extensions import MaxAliasesLimiter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
@@ -21,7 +21,7 @@ from api.compiled import Compiler
 from api.config import Settings
 from api.executor import PerEventExecutor
 from api.extension import Documents, OperationPolicy, observe
-from api.limits import max_directives_rule
+from api.limits import NonEmptySelections, max_depth_rule, max_directives_rule
 from api.masking import report, reported
 from api.mutations import Mutation
 from api.queries import Query
@@ -191,7 +191,8 @@ def build_schema(settings: Settings | None = None) -> SessionSchema:
     settings = settings or Settings()
     hide_suggestions = not settings.development
     rules: list[type[ASTValidationRule]] = [
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        NonEmptySelections,
+        max_depth_rule(settings.max_query_depth),
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
         max_directives_rule(settings.max_directives),
     ]

@@ -31,6 +31,7 @@ from api.context import Context, Services
 from api.errors import ApiError
 from api.fanout import SUBSCRIBING, Ending, SubscribeRequest
 from api.limits import error_body
+from api.parameters import read_parameters
 from api.persisted import named
 from api.principal import Principal
 from api.stream_cookie import NAME as COOKIE
@@ -316,18 +317,13 @@ class StreamedRequests:
 
     @staticmethod
     async def _parameters(request: Request) -> Mapping[str, Any]:
-        if request.method == "GET":
-            return request.query_params
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
+        if request.method == "POST" and media_type != "application/json":
             raise Refused(415, "VALIDATION", "Send GraphQL as application/json.")
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            raise Refused(400, "VALIDATION", "Unable to parse request body as JSON.") from None
-        if not isinstance(body, dict):
-            raise Refused(400, "VALIDATION", "The request body must be a JSON object.")
-        return body
+        data = await read_parameters(request)
+        if isinstance(data, str):
+            raise Refused(400, "VALIDATION", data)
+        return data
 
     def _operation_type(self, operation: Requested) -> str | None:
         """The operation's type, or None when the document does not say (execution reports

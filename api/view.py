@@ -10,7 +10,7 @@ import orjson
 import strawberry
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
@@ -27,10 +27,11 @@ from api.graphiql import graphiql_page
 from api.limits import error_body
 from api.masking import DATABASE_ERRORS_RAISED
 from api.metrics import WEBSOCKETS_OPEN
+from api.parameters import decode_json, read_parameters
 from api.persisted import named
 from api.schema import SessionSchema
 from api.streams import StreamedRequests, stream_for, streamed_kind
-from api.websocket import TransportWSHandler
+from api.websocket import SocketAdapter, TransportWSHandler
 
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -39,10 +40,33 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
 GET_PARAMETERS = ("query", "documentId", "doc_id", "extensions")
 
 
+def _encoded(data: object) -> bytes:
+    """orjson's encoding; json's, with \\u escapes, for the lone surrogates orjson refuses
+    (a client's operation id or operationName, echoed back)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read, then the connection's messages."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 def refusal(
     status: int, code: str, message: str, media_type: str = JSON, **headers: str
 ) -> Response:
-    body = orjson.dumps(error_body(code, message))
+    body = _encoded(error_body(code, message))
     return Response(body, status, headers=headers, media_type=media_type)
 
 
@@ -117,12 +141,13 @@ class Answer:
 
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = SocketAdapter
 
     def __init__(self, *args: Any, fast_path: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_path = fast_path
         self.streamed = StreamedRequests(
-            cast(strawberry.Schema, self.schema), self.get_context, self._answer
+            cast(strawberry.Schema, self.schema), self.get_context, self._plain
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,10 +162,17 @@ class GraphQLView(GraphQL[Context, None]):
             ):
                 if (refused := await self._refuse(request)) is not None:
                     return await refused(scope, receive, send)
+                # Checked here for either path: Strawberry's view failed with a 500 on a body
+                # that is JSON but not an object, among others.
+                data = await read_parameters(request)
+                if isinstance(data, str):
+                    return await refusal(400, "VALIDATION", data)(scope, receive, send)
                 accept = request.headers.get("accept", "")
                 if self.fast_path and not accept.lstrip().lower().startswith(STREAMED):
-                    response = await self._answer(request, accept)
+                    response = await self._answer(request, accept, data)
                     return await response(scope, receive, send)
+                if method == "POST":
+                    receive = _replaying(await request.body(), receive)
             return await super().__call__(scope, receive, send)
         WEBSOCKETS_OPEN.inc()
         try:
@@ -164,36 +196,15 @@ class GraphQLView(GraphQL[Context, None]):
         request.state.principal = principal
         return None
 
-    @staticmethod
-    async def _parameters(request: Request) -> dict[str, Any] | str:
-        """The request's GraphQL parameters: its JSON body, or a GET's query string (variables
-        and extensions as JSON text); else why they cannot be read."""
-        if request.method == "GET":
-            given = dict(request.query_params)
-            for name in ("variables", "extensions"):
-                if name in given:
-                    try:
-                        given[name] = json.loads(given[name])
-                    except ValueError:
-                        return f"The GraphQL operation's `{name}` must be JSON."
-            return given
-        body = await request.body()
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            # What orjson refuses and json takes: lone surrogates in \u escapes (refused later,
-            # naming the field), integers beyond 64 bits, UTF-16 and UTF-32.
-            try:
-                data = json.loads(body)
-            except (ValueError, RecursionError):
-                return "Unable to parse request body as JSON"
-        if isinstance(data, list):
-            return "Batching is not enabled"
-        if not isinstance(data, dict):
-            return "The request body must be a JSON object."
-        return data
+    async def _plain(self, request: Request, accept: str) -> ASGIApp:
+        """The plain answer to a request that asked for a stream it does not need (a query sent
+        as Apollo sends subscriptions)."""
+        data = await read_parameters(request)
+        if isinstance(data, str):
+            return refusal(400, "VALIDATION", data)
+        return await self._answer(request, accept, data)
 
-    async def _answer(self, request: Request, accept: str) -> ASGIApp:
+    async def _answer(self, request: Request, accept: str, data: dict[str, Any]) -> ASGIApp:
         """A GraphQL request answered without Strawberry's view, in the media type the client
         asks for. In application/json every GraphQL answer is a 200, as Strawberry's view
         answers it (tests/test_fast_path.py); in application/graphql-response+json a request
@@ -201,18 +212,7 @@ class GraphQLView(GraphQL[Context, None]):
         media_type = response_media_type(accept)
         if media_type is None:
             return refusal(406, "VALIDATION", f"Accept {JSON} or {GRAPHQL_RESPONSE}.")
-        data = await self._parameters(request)
-        if isinstance(data, str):
-            return refusal(400, "VALIDATION", data, media_type)
         query, variables, extensions = (data.get(k) for k in ("query", "variables", "extensions"))
-        for name, value, kind in (
-            ("query", query, "a string"),
-            ("variables", variables, "an object"),
-            ("extensions", extensions, "an object"),
-        ):
-            if value is not None and not isinstance(value, str if name == "query" else dict):
-                message = f"The GraphQL operation's `{name}` must be {kind} or null, if provided."
-                return refusal(400, "VALIDATION", message, media_type)
         context = await self.get_context(request)
         by_get = request.method == "GET"
         try:
@@ -255,9 +255,9 @@ class GraphQLView(GraphQL[Context, None]):
         except MissingQueryError:
             return refusal(400, "VALIDATION", "No GraphQL query found in the request", media_type)
         if media_type == GRAPHQL_RESPONSE and is_request_error(result):
-            body = orjson.dumps({"errors": process_result(result)["errors"]})
+            body = _encoded({"errors": process_result(result)["errors"]})
             return Answer(body, context.request_id, media_type, 400)
-        body = orjson.dumps(process_result(result))
+        body = _encoded(process_result(result))
         if cached is not None and not result.errors:
             key, version = cached
             context.services.response_cache.put(key, version, body)  # type: ignore[union-attr]
@@ -299,9 +299,13 @@ class GraphQLView(GraphQL[Context, None]):
         observe("query", name, started, None, context.request_id, schema.log_all)
         return Answer(body, context.request_id, media_type)
 
+    def decode_json(self, data: str | bytes) -> object:
+        """HTTP bodies and WebSocket messages alike: every failure a JSONDecodeError."""
+        return decode_json(data)
+
     def encode_json(self, data: object) -> str:
         # Text, not bytes: Strawberry sends bytes over a WebSocket as binary frames.
-        return orjson.dumps(data).decode()
+        return _encoded(data).decode()
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL on the assets we serve; Strawberry's CDN page only when they are absent."""

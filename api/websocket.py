@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -27,10 +28,26 @@ from api.persisted import named
 TOKEN_EXPIRED = (4403, "token expired")
 
 
+# A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455, 5.5).
+MAX_REASON_BYTES = 123
+
+
+class SocketAdapter(ASGIWebSocketAdapter):
+    """Strawberry's socket, closing with a reason a close frame can carry: its reasons repeat
+    what the client sent (an operation id, a syntax error's character), and one too long or
+    with a lone surrogate failed to encode, dropping the connection without a close frame."""
+
+    async def close(self, code: int, reason: str) -> None:
+        encoded = reason.encode("utf-8", "backslashreplace")[:MAX_REASON_BYTES]
+        await super().close(code, encoded.decode("utf-8", "ignore"))
+
+
 def _malformed(message: Any) -> str | None:
     """Why a message is malformed, or None; Strawberry would fail on these with a TypeError."""
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return "A message must be an object with a string type."
+    if message["type"] == "complete" and not isinstance(message.get("id"), str):
+        return "complete needs a string id."
     if message["type"] != "subscribe":
         return None
     payload = message.get("payload")

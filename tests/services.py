@@ -94,17 +94,21 @@ class Served:
         cwd: Path | None = None,
         port: int | None = None,
         command: str = COMMAND,
+        log: Path | None = None,
     ) -> None:
         # A given port restarts a service where its clients expect it.
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [command, "serve", "--port", str(self.port), *args],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # The log (stderr) goes to `log` when given; the process keeps its own copy of the file.
+        with contextlib.ExitStack() as files:
+            output = files.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+            self.process = subprocess.Popen(
+                [command, "serve", "--port", str(self.port), *args],
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=output,
+            )
 
     def __enter__(self) -> "Served":
         try:

@@ -102,14 +102,19 @@ def _answer(url: str, body: bytes) -> tuple[int, str, bytes]:
     return response.status_code, response.headers["content-type"], response.content
 
 
+def refused(message: str | bytes, code: str = "VALIDATION") -> bytes:
+    """A refusal as the service words it: a coded GraphQL JSON error."""
+    text = message.decode() if isinstance(message, bytes) else message
+    error = {"errors": [{"message": text, "extensions": {"code": code}}]}
+    return json.dumps(error, separators=(",", ":")).encode()
+
+
 def _coded(answer: tuple[int, str, bytes]) -> tuple[int, str, bytes]:
-    """A plain-text refusal of Strawberry's view, as the fast path words it: a VALIDATION error
-    with the same reason and status."""
+    """A plain-text refusal of Strawberry's view, as the fast path words it."""
     status, content_type, body = answer
     if not content_type.startswith("text/plain"):
         return answer
-    error = {"errors": [{"message": body.decode(), "extensions": {"code": "VALIDATION"}}]}
-    return status, "application/json", json.dumps(error, separators=(",", ":")).encode()
+    return status, "application/json", refused(body)
 
 
 def test_the_fast_path_answers_every_request_as_strawberrys_view_does(
@@ -139,20 +144,33 @@ def test_a_created_session_is_answered_alike_but_for_its_key(
     assert _answer(fast.url, body) == _answer(general.url, body)
 
 
-def test_a_body_that_is_not_an_object_is_refused_with_400_on_the_fast_path(
+def test_a_body_that_is_not_an_object_is_refused_with_400_on_either_path(
     servers: tuple[LiveServer, LiveServer],
 ) -> None:
-    """Strawberry's view fails on these with a 500 (an AttributeError): the fast path says why."""
-    fast, _ = servers
-    for body in (b"null", b'"x"', b"1", b"true"):
-        status, content_type, text = _answer(fast.url, body)
-        assert (status, content_type) == (400, "application/json"), body
-        assert json.loads(text)["errors"] == [
-            {
-                "message": "The request body must be a JSON object.",
-                "extensions": {"code": "VALIDATION"},
-            }
-        ]
+    """Strawberry's view failed on these with a 500 (an AttributeError): the view checks every
+    POST's body first, whichever path answers it."""
+    for server in servers:
+        for body in (b"null", b'"x"', b"1", b"true", b"1e400"):
+            expected = refused("The request body must be a JSON object.")
+            assert _answer(server.url, body) == (400, "application/json", expected), body
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        (5, "The GraphQL operation's `operationName` must be a string or null, if provided."),
+        (["Q"], "The GraphQL operation's `operationName` must be a string or null, if provided."),
+        ("\ud800", 'Unknown operation named "\\ud800".'),
+        ("not a name", 'Unknown operation named "not a name".'),
+    ],
+)
+def test_an_operation_name_that_names_nothing_is_a_400_on_either_path(
+    servers: tuple[LiveServer, LiveServer], name: Any, reason: str
+) -> None:
+    """A lone surrogate in the name was a 500: Strawberry's plain-text answer repeated it."""
+    body = json.dumps({"query": "query Q { __typename }", "operationName": name}).encode()
+    for server in servers:
+        assert _answer(server.url, body) == (400, "application/json", refused(reason))
 
 
 HOSTILE: list[tuple[bytes, str]] = [
@@ -167,22 +185,23 @@ HOSTILE: list[tuple[bytes, str]] = [
 ]
 
 
+@pytest.mark.parametrize("accept", ["application/json", "multipart/mixed", "text/event-stream"])
 def test_hostile_bodies_are_refused_with_400_and_the_server_keeps_answering(
-    servers: tuple[LiveServer, LiveServer],
+    servers: tuple[LiveServer, LiveServer], accept: str
 ) -> None:
     """Invalid UTF-8, a declared charset, nesting far past any limit, a 5,000-digit integer:
-    each a 400 with a reason, never a 500."""
-    fast, _ = servers
-    for body, content_type in HOSTILE:
-        response = httpx.post(
-            f"{fast.url}/graphql", content=body, headers={"content-type": content_type}
-        )
-        assert response.status_code == 400, (body[:40], response.text)
-        [error] = response.json()["errors"]
-        assert error["extensions"]["code"] == "VALIDATION"
-        assert error["message"] in (
-            "Unable to parse request body as JSON",
-            "The request body must be a JSON object.",
-        )
-    with Client(fast.url) as client:
-        assert client.data("{ __typename }") == {"__typename": "Query"}
+    each a 400 with a reason, never a 500, on either path and for a streamed Accept too (which
+    Strawberry's view answers)."""
+    for server in servers:
+        for body, content_type in HOSTILE:
+            headers = {"content-type": content_type, "accept": accept}
+            response = httpx.post(f"{server.url}/graphql", content=body, headers=headers)
+            assert response.status_code == 400, (body[:40], response.text)
+            [error] = response.json()["errors"]
+            assert error["extensions"]["code"] == "VALIDATION"
+            assert error["message"] in (
+                "Unable to parse request body as JSON",
+                "The request body must be a JSON object.",
+            )
+        with Client(server.url) as client:
+            assert client.data("{ __typename }") == {"__typename": "Query"}

@@ -1,6 +1,7 @@
 """HTTP protections: body size, media type, GET and batching, document limits, profiles, rates."""
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -448,3 +449,22 @@ def test_the_mutation_rate_limit_counts_each_token_separately(make_server: Any) 
         result = second.data(CREATE, variables)["createSession"]
         assert result["__typename"] == "SessionCreated"
         assert stored(second) == 3
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("{}", id="empty-selection"),
+        pytest.param("query { session(key: 1) {} }", id="empty-nested-selection"),
+        pytest.param("{ ...Missing }", id="unknown-fragment"),
+        pytest.param("{ ... on Query {} }", id="empty-inline-fragment"),
+    ],
+)
+def test_documents_the_depth_limit_cannot_measure_are_validation_errors(
+    client: Client, query: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by tests/test_fuzz.py: Strawberry's depth limit failed on these (a KeyError, a
+    max() of nothing), answered as INTERNAL and logged as unexpected."""
+    result = client.execute(query)
+    assert refused(result) or (result["data"] is None and set(codes(result)) == {"VALIDATION"})
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -1,6 +1,7 @@
 """graphql-transport-ws conformance over real sockets: messages, close codes, limits."""
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +310,10 @@ def test_a_binary_frame_closes_with_4400(server: Any) -> None:
         pytest.param({"type": "next", "id": "1", "payload": {}}, id="server-type-next"),
         pytest.param({"type": "connection_ack"}, id="server-type-ack"),
         pytest.param({"type": "complete"}, id="complete-without-id"),
+        # Found by tests/test_fuzz.py: a TypeError (unhashable) that dropped the connection.
+        pytest.param({"type": "complete", "id": ["1"]}, id="complete-id-list"),
+        pytest.param({"type": "complete", "id": {"a": 1}}, id="complete-id-object"),
+        pytest.param({"type": "complete", "id": 1}, id="complete-id-int"),
         pytest.param({"type": "subscribe", "id": "1"}, id="subscribe-without-payload"),
         pytest.param({"type": "subscribe", "id": "1", "payload": None}, id="payload-null"),
         pytest.param({"type": "subscribe", "id": "1", "payload": "{ a }"}, id="payload-string"),
@@ -426,3 +431,72 @@ def test_subscribe_rate_limit_counts_each_token_separately(make_server: Any) -> 
             "type": "next",
             "payload": {"data": {"__typename": "Query"}},
         }
+
+
+# -- found by tests/test_fuzz.py ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param("[" * 10_000 + "]" * 10_000, id="nested-10000-deep"),
+        pytest.param('{"type": "ping", "payload": %s}' % ("9" * 5_000), id="integer-5000-digits"),
+        pytest.param(
+            '{"type": "connection_init", "payload": {"a": %s}}' % ("[" * 5_000 + "]" * 5_000),
+            id="nested-connection-init",
+        ),
+    ],
+)
+def test_a_frame_json_cannot_read_closes_with_4400_not_a_dropped_connection(
+    server: Any, frame: str
+) -> None:
+    with open_socket(server) as ws:
+        if "connection_init" not in frame:
+            acknowledge(ws)
+        ws.send(frame)
+        assert close_code(ws) == 4400
+
+
+def test_an_operation_id_with_a_lone_surrogate_is_answered(server: Any) -> None:
+    with open_socket(server) as ws:
+        acknowledge(ws)
+        ws.send('{"type": "subscribe", "id": "\\ud800", "payload": {"query": "{ __typename }"}}')
+        message = receive(ws)
+        assert (message["id"], message["type"]) == ("\ud800", "next")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"query": "subscription {"}, id="syntax-error"),
+        pytest.param({"query": "{ __typename \ud800 }"}, id="lone-surrogate-in-the-reason"),
+        pytest.param({"query": "{ __typename }", "operationName": "Nope"}, id="unknown-operation"),
+        pytest.param(
+            {"query": "{ __typename }", "operationName": "N" * 500}, id="reason-over-123-bytes"
+        ),
+    ],
+)
+def test_a_document_naming_no_operation_closes_with_4400_and_a_reason(
+    server: Any, payload: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """These were a bare `complete` with a traceback in the log, an INTERNAL error, or a
+    connection dropped without a close frame (a reason with no UTF-8 form or over 123 bytes)."""
+    with open_socket(server) as ws:
+        acknowledge(ws)
+        send(ws, {"id": "1", "type": "subscribe", "payload": payload})
+        try:
+            while True:
+                ws.recv(timeout=10)
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None, "closed without a close frame"
+            assert closed.rcvd.code == 4400
+            assert closed.rcvd.reason and len(closed.rcvd.reason.encode()) <= 123
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_duplicate_id_of_10000_characters_closes_with_4409(server: Any) -> None:
+    with open_socket(server) as ws:
+        acknowledge(ws)
+        subscribe(ws, "x" * 10_000, EVENTS)
+        subscribe(ws, "x" * 10_000, EVENTS)
+        assert close_code(ws) == 4409
