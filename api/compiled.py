@@ -66,7 +66,14 @@ from api.loaders import each
 from api.metrics import EXECUTIONS
 from api.mutations import MUTATIONS
 from api.node import global_id
-from api.queries import read_current, read_data_sources, read_page, read_session, read_snapshot
+from api.queries import (
+    read_current,
+    read_data_sources,
+    read_nodes,
+    read_page,
+    read_session,
+    read_snapshot,
+)
 from api.types import RECORD_FIELDS, check_depth, is_complete, reached
 from models import Direction, SessionRecord, TreeNode, encode_cursor
 from models.queries import page_cursor
@@ -210,6 +217,11 @@ async def _reached_sessions(parents: list[tuple[TreeNode, TreeNode]], call: Call
     return rows
 
 
+async def _node(call: Call) -> SessionRecord | None:
+    [found] = await read_nodes(call.context, [call.args["id"]], "id")
+    return found
+
+
 async def _count(parents: list[Any], call: Call) -> list[Any]:
     return [await call.context.loaders.reader.count(parent.where) for parent in parents]
 
@@ -227,6 +239,8 @@ SOURCES: dict[str, dict[str, Get | Load]] = {
                 call.context, call.args.get("filter"), call.args["first"], call.args.get("after")
             )
         ),
+        "node": _root(_node),
+        "nodes": _root(lambda call: read_nodes(call.context, call.args["ids"], "ids")),
         "dataSources": _root(lambda call: read_data_sources(call.context)),
         "sessionSnapshot": _root(
             lambda call: read_snapshot(call.context, call.args.get("data_source"))
@@ -403,12 +417,19 @@ async def complete(shape: Shape, values: list[Any], run: "Run") -> list[Any]:
         filled = iter(await shape.selection.fill(present, run))
         answers = [None if value is None else next(filled) for value in values]
     elif shape.variants is not None:
-        answers = []
-        for value in values:  # result members: one at a time is all there is
-            selection = None if value is None else shape.variants.get(_type_name(value))
-            if value is not None and selection is None:
+        # Each type's values filled together, so that a list of nodes reads in batches.
+        by_type: dict[str, list[int]] = {}
+        for index, value in enumerate(values):
+            if value is not None:
+                by_type.setdefault(_type_name(value), []).append(index)
+        answers = [None] * len(values)
+        for type_name, indexes in by_type.items():
+            selection = shape.variants.get(type_name)
+            if selection is None:
                 raise Fallback("a value of no type the plan knows")
-            answers.append(None if selection is None else (await selection.fill([value], run))[0])
+            members = await selection.fill([values[index] for index in indexes], run)
+            for index, answer in zip(indexes, members, strict=True):
+                answers[index] = answer
     else:
         serialize = shape.serialize
         assert serialize is not None
@@ -540,11 +561,12 @@ class Planner:
         return collected.grouped_field_set
 
     def abstract(self, type_: GraphQLOutputType, named: Any, details: list[FieldDetails]) -> Shape:
-        """A union or interface field (a mutation's result): each possible type's own
+        """A union or interface field (a mutation's result, a node): each possible type's own
         selection, as graphql-core collects it for that runtime type."""
         non_null = is_non_null_type(type_)
-        if is_list_type(type_.of_type if non_null else type_):  # type: ignore[union-attr]
-            raise Unplannable("a list of an abstract type")
+        inner = type_.of_type if non_null else type_  # type: ignore[union-attr]
+        if is_list_type(inner):
+            return Shape(non_null, item=self.abstract(inner.of_type, named, details))
         variants = {
             possible.name: self.selection(possible, self.subfields(possible, details))
             for possible in self.schema.get_possible_types(named)
@@ -576,7 +598,9 @@ class Planner:
 
 
 def _type_name(value: Any) -> str:
-    """The GraphQL type of a Strawberry object."""
+    """The GraphQL type of a value: a session's record, or a Strawberry object."""
+    if isinstance(value, SessionRecord):
+        return "Session"
     return str(type(value).__strawberry_definition__.name)
 
 
