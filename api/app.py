@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth import Authenticator, identified
-from api.config import Settings, load_settings
+from api.config import Settings, check, load_settings
 from api.context import Services
 from api.dashboard import DASHBOARD_ROUTES
 from api.graphiql import graphiql_routes
@@ -41,11 +41,15 @@ def create_served_app() -> Starlette:
 
 
 def create_app(settings: Settings | None = None) -> "Service":
-    settings = settings or load_settings()
+    settings = check(settings) if settings else load_settings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = Database(settings.database_url, pool_size=settings.db_pool_size)
+        database = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            pooler=settings.database_pooler,
+        )
         await database.migrate()
         hub = EventHub(
             EventLog(database),
