@@ -209,8 +209,9 @@ class PrivatePgBouncer:
         deadline = time.monotonic() + 10
         while True:
             assert self.process.poll() is None, f"pgbouncer exited: {self.log()}"
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=1
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
             ):
                 return self
             assert time.monotonic() < deadline, "private pgbouncer did not start"
