@@ -43,16 +43,16 @@ class PostgresDatabases:
         self.template = f"session_service_tmpl_{os.getpid()}"
         self.created: list[str] = []
 
-    def _admin_dsn(self) -> str:
-        return self.url.set(drivername="postgresql", database="postgres").render_as_string(
+    def dsn(self, name: str) -> str:
+        return self.url.set(drivername="postgresql", database=name).render_as_string(
             hide_password=False
         )
 
     def _url_for(self, name: str) -> str:
         return self.url.set(database=name).render_as_string(hide_password=False)
 
-    async def _admin(self, *statements: str) -> None:
-        connection = await asyncpg.connect(self._admin_dsn())
+    async def admin(self, *statements: str) -> None:
+        connection = await asyncpg.connect(self.dsn("postgres"))
         try:
             for statement in statements:
                 await connection.execute(statement)
@@ -60,7 +60,7 @@ class PostgresDatabases:
             await connection.close()
 
     async def _migrate_template(self) -> None:
-        await self._admin(
+        await self.admin(
             f'DROP DATABASE IF EXISTS "{self.template}"', f'CREATE DATABASE "{self.template}"'
         )
         database = Database(self._url_for(self.template))
@@ -74,16 +74,16 @@ class PostgresDatabases:
 
     def new(self) -> str:
         name = f"session_service_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        asyncio.run(self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+        asyncio.run(self.admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
         self.created.append(name)
         return self._url_for(name)
 
     def drop(self, url: str) -> None:
         name = make_url(url).database
-        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     def teardown(self) -> None:
-        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)'))
+        asyncio.run(self.admin(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +111,16 @@ class BouncedDatabases:
 
     def new(self) -> str:
         return self.bouncer.url(make_url(self.databases.new()).database or "")
+
+    def empty(self) -> str:
+        """A database without tables, through the pooler: the service migrates it."""
+        name = f"session_service_empty_{uuid.uuid4().hex[:8]}"
+        asyncio.run(self.databases.admin(f'CREATE DATABASE "{name}"'))
+        return self.bouncer.url(name)
+
+    def direct(self, url: str) -> str:
+        """An asyncpg DSN for the same database on the cluster itself, not through the pooler."""
+        return self.databases.dsn(make_url(url).database or "")
 
     def drop(self, url: str) -> None:
         self.databases.drop(url)
