@@ -98,15 +98,19 @@ class Served:
 
     def __enter__(self) -> "Served":
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, "session-service serve exited"
-            assert time.monotonic() < deadline, "session-service serve did not answer in 30 s"
-            time.sleep(0.1)
+        try:
+            while True:
+                try:
+                    if httpx.get(f"{self.url}/healthz").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                assert self.process.poll() is None, "session-service serve exited"
+                assert time.monotonic() < deadline, "session-service serve did not answer in 30 s"
+                time.sleep(0.1)
+        except BaseException:
+            self.__exit__()  # no process of ours outlives a start that failed
+            raise
 
     def __exit__(self, *exc: object) -> None:
         if self.process.poll() is None:

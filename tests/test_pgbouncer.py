@@ -158,7 +158,9 @@ def test_two_instances_migrate_at_once_and_deliver_by_the_log_through_pgbouncer(
     )
     with ExitStack() as stack:
         starting = [Served(env), Served(env)]  # both processes start before either is waited on
-        a, b = (stack.enter_context(served) for served in starting)
+        for served in starting:
+            stack.callback(served.__exit__)
+        a, b = (served.__enter__() for served in starting)
         reader, writer = stack.enter_context(Client(a.url)), stack.enter_context(Client(b.url))
         subscription = stack.enter_context(reader.subscribe(EVENTS, {"after": "0"}))
         key = writer.create(details=[{"name": "driver", "value": "ann"}])["key"]
