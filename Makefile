@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format schema migrate clean browser npm bench differential wheel fuzz
+.PHONY: run test lint format schema migrate clean browser pgbouncer npm bench differential wheel \
+	fuzz
 
 # Folders whose package-lock.json `npm ci` installs: GraphiQL's offline assets, the JS client
 # example, the GraphQL-over-HTTP audit and the real clients of tests/test_stream_clients.py.
@@ -26,7 +27,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed api/static/graphiql/node_modules/.package-lock.json
 	$(BIN)/session-service serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev browser npm
+test: $(VENV)/.installed-dev browser pgbouncer npm
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The compiled-versus-graphql-core differential test with ten times CI's examples.
@@ -59,6 +60,13 @@ CHROMIUM ?= /usr/bin/chromium
 browser:
 	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; fi
+
+# PgBouncer for the tests that run the service behind a transaction pooler
+# (tests/test_pgbouncer.py), from Debian's packages: only as root, else quietly not.
+PGBOUNCER ?= /usr/sbin/pgbouncer
+pgbouncer:
+	@if [ ! -x $(PGBOUNCER) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer; fi
 
 npm: $(NPM_FOLDERS:%=%/node_modules/.package-lock.json)
 

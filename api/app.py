@@ -14,7 +14,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.admission import Admission
 from api.auth import Authenticator, identified
-from api.config import Settings, load_settings
+from api.config import Settings, check, load_settings
 from api.context import Services
 from api.dashboard import DASHBOARD_ROUTES
 from api.graphiql import graphiql_routes
@@ -45,7 +45,7 @@ def create_served_app() -> Starlette:
 
 
 def create_app(settings: Settings | None = None) -> "Service":
-    settings = settings or load_settings()
+    settings = check(settings) if settings else load_settings()
     schema = build_schema(settings)
     manifest = (
         None
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> "Service":
             pool_size=settings.db_pool_size,
             timeout=settings.request_timeout_seconds,
             max_waiting=settings.db_max_waiting,
+            pooler=settings.database_pooler,
         )
         await database.migrate()
         hub = EventHub(

@@ -27,7 +27,7 @@ def export_schema(settings: Settings | None = None) -> str:
 
 
 async def _migrate(settings: Settings) -> None:
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, pooler=settings.database_pooler)
     try:
         await database.migrate()
     finally:

@@ -7,10 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from api.auth import Token
 from api.issuers import Issuer
 from models import Limits
+from models.database import POOLERS, Pooler
 from models.janitor import Retention
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite+aiosqlite:///./sessions.db"
+    # "pgbouncer" when database_url is a transaction pooler's address (models/database.py).
+    database_pooler: Pooler = "none"
     broadcast_url: str = "memory://"
     integrate_session_management: bool = True
     profile: Profile = "development"
@@ -208,6 +212,12 @@ def _profile(value: Any) -> Profile:
     return value  # type: ignore[no-any-return]
 
 
+def _pooler(value: Any) -> Pooler:
+    if value not in POOLERS:
+        raise ValueError(f"{value!r} is not one of {', '.join(POOLERS)}")
+    return value  # type: ignore[no-any-return]
+
+
 def _url(value: Any) -> str:
     if not isinstance(value, str) or "://" not in value:
         raise ValueError(f"{value!r} is not a URL")
@@ -222,6 +232,7 @@ def _existing_path(value: Any) -> str:
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": _url,
+    "database_pooler": _pooler,
     "broadcast_url": _url,
     "integrate_session_management": _boolean,
     "profile": _profile,
@@ -288,6 +299,30 @@ def _known_keys() -> dict[str, tuple[str, str | None]]:
     return known
 
 
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return (parts.hostname or "localhost").lower(), parts.port or 5432
+
+
+def check(settings: Settings) -> Settings:
+    """The settings, unless they contradict each other."""
+    bus = urlsplit(settings.broadcast_url).scheme
+    if (
+        settings.database_pooler != "none"
+        and bus in ("postgres", "postgresql")
+        and _address(settings.broadcast_url) == _address(settings.database_url)
+    ):
+        # LISTEN holds for the session, which a transaction pooler hands to other clients
+        # after every transaction: notifications would be lost or reach a stranger.
+        raise ConfigError(
+            f"{PREFIX}BROADCAST_URL: the postgres:// bus needs a direct connection to "
+            f"PostgreSQL, and it names the address of {PREFIX}DATABASE_URL, which "
+            f"{PREFIX}DATABASE_POOLER says is {settings.database_pooler}: point it at "
+            "PostgreSQL itself, or use redis://"
+        )
+    return settings
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the config file named by SESSION_SERVICE_CONFIG, then the environment."""
     environ = os.environ if environ is None else environ
@@ -322,4 +357,4 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 settings = replace(settings, limits=limits)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{key}: {error}") from None
-    return settings
+    return check(settings)

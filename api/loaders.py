@@ -68,6 +68,8 @@ class Loaders:
             self.streams.prime(key, written.streams, force=True)
         if written.children is not None:
             self.children.prime(key, written.children, force=True)
+        if written.parents is not None:
+            self.parents.prime(key, written.parents, force=True)
 
     async def sessions(self, keys: Sequence[str]) -> list[SessionRecord | None]:
         """Many sessions through the session loader, batched with every other load."""

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 import asyncpg
@@ -27,6 +27,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from models.errors import DatabaseUnavailable
 
@@ -43,6 +44,10 @@ _DEADLINE: ContextVar[float | None] = ContextVar("database_deadline", default=No
 CONNECT_TIMEOUT_SECONDS = 5.0
 Row = Sequence[Any]
 Listener = Callable[[str], None]
+# What sits between the service and PostgreSQL: nothing, or PgBouncer in transaction pooling
+# mode (any pool mode works with its settings; session mode does not need them).
+Pooler = Literal["none", "pgbouncer"]
+POOLERS: tuple[Pooler, ...] = ("none", "pgbouncer")
 
 
 class Connection(ABC):
@@ -121,6 +126,7 @@ class Database:
         read_connections: int = 2,
         timeout: float = 10,
         max_waiting: int = 100,
+        pooler: Pooler = "none",
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -132,6 +138,7 @@ class Database:
         self.timeout = timeout
         self.max_waiting = max_waiting
         self._acquiring = 0
+        self.pooler = pooler
         # Called with every statement's text before it runs: tests count statements with it.
         self.listeners: list[Listener] = []
         self._opening = asyncio.Lock()
@@ -308,6 +315,7 @@ class Database:
                     # Our connections keep no session state to reset between uses: skip the
                     # round trip asyncpg's default reset makes on every release.
                     reset=_no_reset,
+                    **_pooled_arguments(self.pooler),
                 )
             self._ready = True
 
@@ -327,12 +335,14 @@ class Database:
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision; safe with several processes starting
         at once (an immediate transaction on SQLite, an advisory lock on PostgreSQL)."""
-        engine = create_async_engine(self.url)
+        engine = create_async_engine(self.url, **_engine_arguments(self.pooler))
         if self.is_sqlite:
             _begin_immediately(engine)
         try:
             async with engine.begin() as connection:
                 if not self.is_sqlite:
+                    # Transaction-scoped, so it holds behind a transaction pooler too (a
+                    # session-level lock would stay on a server connection others then get).
                     await connection.exec_driver_sql(
                         f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"
                     )
@@ -395,6 +405,30 @@ def _broken(error: BaseException) -> bool:
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
     return None
+
+
+def _pooled_arguments(pooler: Pooler) -> dict[str, Any]:
+    """asyncpg's arguments for connections through `pooler`. Behind a transaction pooler each
+    transaction, and each statement outside one, may run on another server connection, where
+    a named prepared statement of ours does not exist, or one of another client process has the
+    same name (asyncpg numbers them per process). Without a statement cache asyncpg prepares
+    unnamed statements and sends their Parse again with Bind and Execute, in one message that
+    the pooler hands to one server connection: this works with every PgBouncer version (Debian
+    12 has 1.18; `max_prepared_statements` needs 1.21) and with other transaction poolers, for
+    a second round trip and parse per statement."""
+    return {"statement_cache_size": 0} if pooler == "pgbouncer" else {}
+
+
+def _engine_arguments(pooler: Pooler) -> dict[str, Any]:
+    """The migration engine's arguments: SQLAlchemy's asyncpg dialect names its prepared
+    statements and keeps a cache of its own, so both caches go; and no pool, as the engine
+    serves one migration."""
+    if pooler == "none":
+        return {}
+    return {
+        "poolclass": NullPool,
+        "connect_args": {"prepared_statement_cache_size": 0, **_pooled_arguments(pooler)},
+    }
 
 
 def _asyncpg_dsn(url: str) -> str:

@@ -124,6 +124,7 @@ class Written:
     details: list[tuple[str, str]] | None = None
     streams: list[str] | None = None
     children: list[str] | None = None
+    parents: list[str] | None = None
     others: list[SessionRecord] = field(default_factory=list)
 
 
@@ -216,7 +217,8 @@ class SessionWriter:
                     [(idempotency_key, new.fingerprint(), session.key, time(now))],
                 )
             write.record(EventKind.STARTED, session)
-        written = Written(session, details, streams, associates, list(others.values()))
+        # No session lists a new one as an associate yet: its parents need no read either.
+        written = Written(session, details, streams, associates, [], list(others.values()))
         return written, True
 
     async def update_details(self, change: DetailsChange) -> Written:

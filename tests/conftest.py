@@ -17,8 +17,9 @@ from sqlalchemy.engine import make_url
 from api import Settings, create_app
 from api.app import server_options
 from models import Database
+from models.database import Pooler
 from tests.client import Client
-from tests.services import PrivatePostgres
+from tests.services import PrivatePgBouncer, PrivatePostgres
 
 POSTGRES_ENV = "SESSION_SERVICE_TEST_POSTGRES_URL"
 REDIS_ENV = "SESSION_SERVICE_TEST_REDIS_URL"
@@ -42,16 +43,16 @@ class PostgresDatabases:
         self.template = f"session_service_tmpl_{os.getpid()}"
         self.created: list[str] = []
 
-    def _admin_dsn(self) -> str:
-        return self.url.set(drivername="postgresql", database="postgres").render_as_string(
+    def dsn(self, name: str) -> str:
+        return self.url.set(drivername="postgresql", database=name).render_as_string(
             hide_password=False
         )
 
     def _url_for(self, name: str) -> str:
         return self.url.set(database=name).render_as_string(hide_password=False)
 
-    async def _admin(self, *statements: str) -> None:
-        connection = await asyncpg.connect(self._admin_dsn())
+    async def admin(self, *statements: str) -> None:
+        connection = await asyncpg.connect(self.dsn("postgres"))
         try:
             for statement in statements:
                 await connection.execute(statement)
@@ -59,7 +60,7 @@ class PostgresDatabases:
             await connection.close()
 
     async def _migrate_template(self) -> None:
-        await self._admin(
+        await self.admin(
             f'DROP DATABASE IF EXISTS "{self.template}"', f'CREATE DATABASE "{self.template}"'
         )
         database = Database(self._url_for(self.template))
@@ -73,16 +74,16 @@ class PostgresDatabases:
 
     def new(self) -> str:
         name = f"session_service_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        asyncio.run(self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+        asyncio.run(self.admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
         self.created.append(name)
         return self._url_for(name)
 
     def drop(self, url: str) -> None:
         name = make_url(url).database
-        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     def teardown(self) -> None:
-        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)'))
+        asyncio.run(self.admin(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -97,10 +98,76 @@ def postgres() -> Iterator[PostgresDatabases | None]:
     databases.teardown()
 
 
+class BouncedDatabases:
+    """A private cluster behind a private PgBouncer in transaction pooling mode, with two
+    server connections per database: each test's database is copied from a migrated template
+    on the cluster directly, and used through the pooler."""
+
+    def __init__(self) -> None:
+        self.cluster = PrivatePostgres().start()
+        self.bouncer = PrivatePgBouncer(self.cluster.port).start()
+        self.databases = PostgresDatabases(self.cluster.url)
+        self.databases.setup()
+
+    def new(self) -> str:
+        return self.bouncer.url(make_url(self.databases.new()).database or "")
+
+    def empty(self) -> str:
+        """A database without tables, through the pooler: the service migrates it."""
+        name = f"session_service_empty_{uuid.uuid4().hex[:8]}"
+        asyncio.run(self.databases.admin(f'CREATE DATABASE "{name}"'))
+        return self.bouncer.url(name)
+
+    def direct(self, url: str) -> str:
+        """An asyncpg DSN for the same database on the cluster itself, not through the pooler."""
+        return self.databases.dsn(make_url(url).database or "")
+
+    def drop(self, url: str) -> None:
+        self.databases.drop(url)
+
+    def remove(self) -> None:
+        self.bouncer.remove()
+        self.databases.teardown()
+        self.cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_databases(postgres: Any) -> Iterator[BouncedDatabases | None]:
+    """Started only when a test asks for it (the "pgbouncer" database_url)."""
+    if postgres is None:
+        yield None
+        return
+    if not PrivatePgBouncer.available():
+        message = "PgBouncer variant: needs Debian's pgbouncer (`make test` installs it as root)"
+        if IN_CI:
+            pytest.fail(f"CI=true: {message}")
+        yield None
+        return
+    databases = BouncedDatabases()
+    yield databases
+    databases.remove()
+
+
+# Modules whose tests also run through PgBouncer set `pytestmark = THROUGH_PGBOUNCER`.
+THROUGH_PGBOUNCER = pytest.mark.parametrize(
+    "database_url", ["sqlite", "postgres", "pgbouncer"], indirect=True
+)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any, postgres: Any) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}"
+        return
+    if request.param == "pgbouncer":
+        bounced = request.getfixturevalue("pgbouncer_databases")
+        if bounced is None:
+            pytest.skip(
+                f"PgBouncer variant: set {POSTGRES_ENV} and install Debian's pgbouncer to run it"
+            )
+        url = bounced.new()
+        yield url
+        bounced.drop(url)
         return
     if postgres is None:
         pytest.skip(
@@ -170,9 +237,17 @@ UNLIMITED: dict[str, Any] = {"mutation_rate_per_second": 0, "subscribe_rate_per_
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def database_pooler(request: pytest.FixtureRequest) -> Pooler:
+    callspec = getattr(request.node, "callspec", None)
+    through = callspec is not None and callspec.params.get("database_url") == "pgbouncer"
+    return "pgbouncer" if through else "none"
+
+
+@pytest.fixture
+def settings(database_url: str, database_pooler: Pooler) -> Settings:
     return Settings(
         database_url=database_url,
+        database_pooler=database_pooler,
         event_poll_interval=0.5,
         cleanup_interval_seconds=3600,
         **UNLIMITED,

@@ -208,3 +208,85 @@ def children(pid: int) -> list[int]:
                 if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
                     found.append(int(entry.name))
     return found
+
+
+PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+
+
+class PrivatePgBouncer:
+    """Debian's PgBouncer of our own in front of one PostgreSQL, on a free loopback port, in
+    transaction pooling mode with a small server pool, so that client transactions take turns
+    on the same few server connections. Run as the postgres user when the tests run as root
+    (PgBouncer refuses to run as root)."""
+
+    def __init__(self, upstream_port: int, *, pool_size: int = 2, max_clients: int = 500) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="session-service-pgbouncer-"))
+        self.port = free_port()
+        self.upstream_port = upstream_port
+        self.pool_size = pool_size
+        self.max_clients = max_clients
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return os.access(PGBOUNCER, os.X_OK)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> "PrivatePgBouncer":
+        (self.directory / "userlist.txt").write_text('"postgres" ""\n')
+        config = self.directory / "pgbouncer.ini"
+        config.write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={self.upstream_port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.directory / 'userlist.txt'}\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {self.pool_size}\n"
+            "min_pool_size = 0\n"
+            "reserve_pool_size = 0\n"
+            f"max_client_conn = {self.max_clients}\n"
+            f"logfile = {self.directory / 'pgbouncer.log'}\n"
+        )
+        command = [PGBOUNCER, str(config)]
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres")
+            command[1:1] = ["-u", "postgres"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.process.poll() is None, f"pgbouncer exited: {self.log()}"
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
+            ):
+                return self
+            assert time.monotonic() < deadline, "private pgbouncer did not start"
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.directory / "pgbouncer.log").read_text()[-4000:]
+        return ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -2,10 +2,12 @@
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from api import create_app
 from api.config import ConfigError, load_settings
 
 
@@ -54,6 +56,7 @@ def test_unknown_keys_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixt
         ("SESSION_SERVICE_SUBSCRIBER_QUEUE_SIZE", "-1"),
         ("SESSION_SERVICE_DATABASE_URL", "sessions.db"),
         ("SESSION_SERVICE_LIMIT_PAGE_SIZE", "0"),
+        ("SESSION_SERVICE_DATABASE_POOLER", "pgcat"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_key(key: str, value: str) -> None:
@@ -66,3 +69,27 @@ def test_an_unreadable_config_file_is_refused(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="SESSION_SERVICE_CONFIG"):
         load_settings({"SESSION_SERVICE_CONFIG": str(path)})
+
+
+POOLED = {
+    "SESSION_SERVICE_DATABASE_URL": "postgresql+asyncpg://app@db.internal:6432/sessions",
+    "SESSION_SERVICE_DATABASE_POOLER": "pgbouncer",
+}
+
+
+def test_a_postgres_bus_through_the_pooler_is_refused() -> None:
+    bus = {"SESSION_SERVICE_BROADCAST_URL": "postgres://app@DB.internal:6432/sessions"}
+    with pytest.raises(ConfigError, match=r"SESSION_SERVICE_BROADCAST_URL.*direct connection"):
+        load_settings(POOLED | bus)
+    with pytest.raises(ConfigError, match="SESSION_SERVICE_BROADCAST_URL"):
+        create_app(replace(load_settings(POOLED), broadcast_url=bus[next(iter(bus))]))
+
+
+@pytest.mark.parametrize(
+    "bus",
+    ["postgres://app@db.internal:5432/sessions", "redis://127.0.0.1:6379/0", "memory://"],
+)
+def test_a_bus_that_does_not_go_through_the_pooler_is_accepted(bus: str) -> None:
+    settings = load_settings(POOLED | {"SESSION_SERVICE_BROADCAST_URL": bus})
+    assert settings.database_pooler == "pgbouncer"
+    assert load_settings({"SESSION_SERVICE_BROADCAST_URL": bus}).database_pooler == "none"

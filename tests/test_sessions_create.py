@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.client import Client
+from tests.conftest import THROUGH_PGBOUNCER
+
+pytestmark = THROUGH_PGBOUNCER
 
 COUNTS = "{ sessions { totalCount } dataSources { name totalSessions } }"
 

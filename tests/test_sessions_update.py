@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 from tests.client import Client
+from tests.conftest import THROUGH_PGBOUNCER
+
+pytestmark = THROUGH_PGBOUNCER
 
 EVENTS = """
 subscription Events($after: String) {

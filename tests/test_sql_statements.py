@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.client import Client
+from tests.client import CREATE, Client
 from tests.conftest import LiveServer
 
 
@@ -257,3 +257,27 @@ def test_a_walk_selecting_only_keys_reads_no_session(server: LiveServer, client:
         {"session": {"identifier": "middle"}},
         {"session": {"identifier": "leaf"}},
     ]
+
+
+def test_a_created_session_is_answered_from_its_transaction(
+    server: LiveServer, client: Client
+) -> None:
+    """No statement after the commit (the event-log update is the transaction's last one):
+    a read there that failed would answer an error for a session that exists."""
+    parent = client.create()["key"]
+    listeners = server.services.database.listeners
+    statements: list[str] = []
+    listeners.append(statements.append)
+    try:
+        created = client.data(
+            CREATE.replace("revision", "revision parents { key } associates { key }"),
+            {"input": {"dataSource": "car-1", "associateSessionKeys": [parent],
+                       "streams": ["gps"], "details": [{"name": "n", "value": "v"}]}},
+        )["createSession"]  # fmt: skip
+    finally:
+        listeners.remove(statements.append)
+    assert created["session"]["parents"] == []
+    assert created["session"]["associates"] == [{"key": parent}]
+    last = max(i for i, sql in enumerate(statements) if sql.startswith("UPDATE event_log_state"))
+    after = [sql for sql in statements[last + 1 :] if not NOT_THE_QUERY.search(sql)]
+    assert after == []
