@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -290,3 +291,12 @@ class PrivatePgBouncer:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def snippet(path: Path, name: str) -> str:
+    """The code between `// README: <name> begin` and `// README: <name> end` in a client's
+    file: what the README shows, checked by the tests that run the file."""
+    text = path.read_text()
+    found = re.search(rf"// README: {name} begin\n(.*?)\n *// README: {name} end", text, re.S)
+    assert found, f"no {name} snippet in {path}"
+    return found.group(1)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.client import Client, Subscription
-from tests.services import Served, free_port, service_environment
+from tests.services import Served, free_port, service_environment, snippet
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_EXAMPLE = ROOT / "examples" / "python" / "resume.py"
@@ -322,3 +322,12 @@ def test_a_relay_fetch_and_curl_run_trusted_documents_by_id(
         )  # fmt: skip
     assert data == {"currentSessions": []}
     assert json.loads(curl.stdout) == {"data": {"currentSessions": []}}
+
+
+@pytest.mark.parametrize(
+    ("name", "file"),
+    [("apollo-client", "apollo.mjs"), ("urql", "urql.mjs"), ("relay", "relay.mjs")],
+)
+def test_the_readme_shows_the_code_the_examples_run(name: str, file: str) -> None:
+    readme = (JS_EXAMPLE.parent.parent / "README.md").read_text()
+    assert snippet(JS_EXAMPLE / file, name) in readme

@@ -4,7 +4,6 @@ Their code is what the README shows (checked here too)."""
 
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.client import Client
-from tests.services import Served, free_port, service_environment
+from tests.services import Served, free_port, service_environment, snippet
 from tests.test_browser import LocalOnly, browser, local  # noqa: F401 (fixtures)
 from tests.test_examples import run_example  # noqa: F401 (fixture)
 
@@ -38,13 +37,6 @@ def _require_clients() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-
-
-def snippet(path: Path, name: str) -> str:
-    text = path.read_text()
-    found = re.search(rf"// README: {name} begin\n(.*?)\n *// README: {name} end", text, re.S)
-    assert found, f"no {name} snippet in {path}"
-    return found.group(1)
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,7 @@ const { values: options } = parseArgs({
   },
 });
 
+// README: apollo-client begin
 const sha256 = (text) => createHash("sha256").update(text).digest("hex");
 const http = new HttpLink({ uri: options.url });
 const sockets = createClient({ url: options.url.replace(/^http/, "ws"), webSocketImpl: WebSocket });
@@ -84,6 +85,7 @@ const client = new ApolloClient({
     },
   }),
 });
+// README: apollo-client end
 
 const seen = [];
 const watched = client.watchQuery({ query: SESSION, variables: { key: options.key } });

@@ -6,6 +6,7 @@
 // Prints the data as one JSON line.
 import { parseArgs } from "node:util";
 
+// README: relay begin
 export async function fetchGraphQL(url, params, variables) {
   const response = await fetch(url, {
     method: "POST",
@@ -17,6 +18,7 @@ export async function fetchGraphQL(url, params, variables) {
   });
   return response.json();
 }
+// README: relay end
 
 const { values: options } = parseArgs({
   options: {

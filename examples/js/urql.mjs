@@ -21,12 +21,14 @@ const { values: options } = parseArgs({
   },
 });
 
+// README: urql begin
 const client = new Client({
   url: options.url,
   exchanges: options.persisted
     ? [cacheExchange, persistedExchange({ preferGetForPersistedQueries: true }), fetchExchange]
     : [cacheExchange, fetchExchange],
 });
+// README: urql end
 
 for (let request = 0; request < 2; request += 1) {
   const { data, error } = await client.query(LIVE, {}, { requestPolicy: "network-only" });
