@@ -87,8 +87,13 @@ def test_concurrent_requests_through_pgbouncer_commit_exactly_what_they_answer(
     bounced: tuple[str, str],
 ) -> None:
     url, direct = bounced
+    # Every request in at once: admission control's cap (64) would refuse some.
     settings = Settings(
-        database_url=url, database_pooler="pgbouncer", event_poll_interval=0.5, **UNLIMITED
+        database_url=url,
+        database_pooler="pgbouncer",
+        event_poll_interval=0.5,
+        max_requests_in_flight=1000,
+        **UNLIMITED,
     )
     with LiveServer(settings) as server, Client(server.url) as client:  # migrates through it
         targets = [client.create(identifier=f"target-{i}")["key"] for i in range(5)]
