@@ -345,22 +345,13 @@ class StreamedRequests:
         receive: Receive,
         send: Send,
     ) -> None:
-        with streaming():
-            await self._stream(kind, operation, last_event_id, context, receive, send)
-
-    async def _stream(
-        self,
-        kind: type[HttpStream],
-        operation: Requested,
-        last_event_id: str | None,
-        context: Context,
-        receive: Receive,
-        send: Send,
-    ) -> None:
         settings = context.services.settings
         stream = kind(send, settings.stream_send_timeout_seconds)
         await stream.start()
-        run = asyncio.create_task(self._run(stream, operation, last_event_id, context))
+        # A long-lived stream now: no admission slot, no request-wide database bound; the
+        # tasks below inherit that.
+        with streaming():
+            run = asyncio.create_task(self._run(stream, operation, last_event_id, context))
         gone = asyncio.create_task(_disconnected(receive))
         beat = asyncio.create_task(stream.beat(settings.stream_heartbeat_seconds))
         try:
