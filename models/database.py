@@ -84,6 +84,87 @@ class _SQLite(Connection):
         await self.driver.execute_fetchall(sql, params)
 
 
+class _SQLiteWriter(_SQLite):
+    """The SQLite writer connection. Inside a transaction, statements whose rows nobody reads
+    wait, and go to aiosqlite's thread together with the next statement that returns rows, or
+    with the COMMIT: a create is two trips to that thread instead of seven, as the raw
+    baseline's one function per transaction is one (bench/REPORT.md). A waiting statement that
+    fails, fails the trip it goes in, still inside the transaction, which is then rolled back."""
+
+    def __init__(self, database: "Database", driver: aiosqlite.Connection) -> None:
+        super().__init__(database, driver)
+        # Statements not yet sent, BEGIN IMMEDIATE first; None outside a transaction.
+        self.pending: list[tuple[str, Sequence[Any]]] | None = None
+
+    def begin(self) -> None:
+        self._heard("BEGIN IMMEDIATE")
+        self.pending = [("BEGIN IMMEDIATE", ())]
+
+    async def execute(self, sql: str, *params: Any) -> None:
+        if self.pending is None:
+            return await super().execute(sql, *params)
+        self._heard(sql)
+        self.pending.append((sql, params))
+
+    async def fetch(self, sql: str, *params: Any) -> list[Row]:
+        if not self.pending:
+            return await super().fetch(sql, *params)
+        self._heard(sql)
+        pending, self.pending = self.pending, []
+        return await self.driver._execute(_run_then_fetch, self.driver, pending, sql, params)
+
+    async def commit(self) -> None:
+        pending, self.pending = self.pending or [], None
+        self._heard("COMMIT")
+        await self.driver._execute(_run_and_commit, self.driver, pending)
+
+    async def rollback(self) -> None:
+        """Drop the statements not yet sent, and roll back what began (if BEGIN went)."""
+        pending, self.pending = self.pending, None
+        if pending and pending[0][0] == "BEGIN IMMEDIATE":
+            return
+        self._heard("ROLLBACK")
+        try:
+            await self.driver._execute(_roll_back, self.driver)
+        except Exception as error:  # a failed transaction that cannot end is ended by SQLite
+            logger.warning("could not roll back a write: %r", error)
+
+
+def _run(connection: sqlite3.Connection, statements: list[tuple[str, Sequence[Any]]]) -> None:
+    for sql, params in statements:
+        connection.execute(sql, params)
+
+
+def _run_then_fetch(
+    driver: aiosqlite.Connection,
+    statements: list[tuple[str, Sequence[Any]]],
+    sql: str,
+    params: Sequence[Any],
+) -> list[Row]:
+    """On aiosqlite's thread: the waiting statements, then one that returns rows."""
+    connection = driver._conn
+    _run(connection, statements)
+    return connection.execute(sql, params).fetchall()
+
+
+def _roll_back(driver: aiosqlite.Connection) -> None:
+    if driver._conn.in_transaction:
+        driver._conn.execute("ROLLBACK")
+
+
+def _run_and_commit(
+    driver: aiosqlite.Connection, statements: list[tuple[str, Sequence[Any]]]
+) -> None:
+    """On aiosqlite's thread: the waiting statements and the COMMIT, or a ROLLBACK if one fails
+    (a transaction whose BEGIN was never sent has nothing to end)."""
+    try:
+        _run(driver._conn, statements)
+        driver._conn.execute("COMMIT")
+    except BaseException:
+        _roll_back(driver)
+        raise
+
+
 class _Postgres(Connection):
     def __init__(self, database: "Database", driver: asyncpg.Connection) -> None:
         super().__init__(database)
@@ -146,7 +227,7 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._readers: asyncio.LifoQueue[_SQLite] = asyncio.LifoQueue()
         self._sqlite: list[aiosqlite.Connection] = []
-        self._writer: _SQLite | None = None
+        self._writer: _SQLiteWriter | None = None
         self._write_lock = asyncio.Lock()
 
     # -- transactions ----------------------------------------------------------------------
@@ -217,13 +298,13 @@ class Database:
         assert self._writer is not None  # opened above
         async with self._write_lock:
             writer = self._writer
-            await writer.execute("BEGIN IMMEDIATE")
+            writer.begin()
             try:
                 yield writer
             except BaseException:
-                await _rollback(writer)
+                await writer.rollback()
                 raise
-            await writer.execute("COMMIT")
+            await writer.commit()
 
     @asynccontextmanager
     async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
@@ -304,7 +385,7 @@ class Database:
                 path = make_url(self.url).database or ":memory:"
                 for _ in range(self.read_connections):
                     self._readers.put_nowait(_SQLite(self, await self._connect_sqlite(path)))
-                self._writer = _SQLite(self, await self._connect_sqlite(path))
+                self._writer = _SQLiteWriter(self, await self._connect_sqlite(path))
             else:
                 self._pool = await asyncpg.create_pool(
                     _asyncpg_dsn(self.url),
@@ -387,13 +468,6 @@ def without_deadline() -> Iterator[None]:
         yield
     finally:
         _DEADLINE.reset(token)
-
-
-async def _rollback(connection: Connection) -> None:
-    try:
-        await connection.execute("ROLLBACK")
-    except Exception as error:  # a failed transaction that cannot end is ended by SQLite itself
-        logger.warning("could not roll back a write: %r", error)
 
 
 def _broken(error: BaseException) -> bool:
