@@ -27,7 +27,7 @@ from api.graphiql import graphiql_page
 from api.limits import error_body
 from api.masking import DATABASE_ERRORS_RAISED
 from api.metrics import WEBSOCKETS_OPEN
-from api.parameters import decode_json, read_parameters
+from api.parameters import NAME, decode_json, read_parameters
 from api.persisted import named
 from api.schema import SessionSchema
 from api.streams import StreamedRequests, stream_for, streamed_kind
@@ -98,6 +98,23 @@ def response_media_type(accept: str) -> str | None:
     return JSON if ranks[JSON] > 0 else None
 
 
+def _plain_parameters(data: object) -> bool:
+    """Whether decoded parameters are a plain query or mutation by its text: a `query` string,
+    `variables` an object and `operationName` a name, if given, and nothing else."""
+    if not isinstance(data, dict) or not isinstance(data.get("query"), str):
+        return False
+    for name, value in data.items():
+        if name == "variables":
+            if value is not None and not isinstance(value, dict):
+                return False
+        elif name == "operationName":
+            if value is not None and not (isinstance(value, str) and NAME.fullmatch(value)):
+                return False
+        elif name != "query":
+            return False
+    return True
+
+
 def is_request_error(result: Any) -> bool:
     """A result that never executed (a document that does not parse or validate, variables
     that do not coerce): no data, and no error with a path."""
@@ -152,33 +169,92 @@ class GraphQLView(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            request = Request(scope, receive)
-            if (kind := streamed_kind(request)) is not None:
-                return await self.streamed(kind, request, scope, receive, send)
-            method = request.method
-            # A GET without GraphQL parameters is a browser asking for GraphiQL (when enabled).
-            if method == "POST" or (
-                method == "GET" and any(name in request.query_params for name in GET_PARAMETERS)
-            ):
-                if (refused := await self._refuse(request)) is not None:
-                    return await refused(scope, receive, send)
-                # Checked here for either path: Strawberry's view failed with a 500 on a body
-                # that is JSON but not an object, among others.
-                data = await read_parameters(request)
-                if isinstance(data, str):
-                    return await refusal(400, "VALIDATION", data)(scope, receive, send)
-                accept = request.headers.get("accept", "")
-                if self.fast_path and not accept.lstrip().lower().startswith(STREAMED):
-                    response = await self._answer(request, accept, data)
-                    return await response(scope, receive, send)
-                if method == "POST":
-                    receive = _replaying(await request.body(), receive)
-            return await super().__call__(scope, receive, send)
+            if self.fast_path and scope["method"] == "POST":
+                return await self._post(scope, receive, send)
+            return await self._http(scope, receive, send)
         WEBSOCKETS_OPEN.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
             WEBSOCKETS_OPEN.dec()
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A POST as GraphQL clients send queries and mutations (a JSON object with `query`,
+        and `variables` and `operationName` if any; a JSON answer; a valid token or none
+        needed) answered with no more than it needs: the headers read in one pass, no
+        Starlette Request, context or parameter objects. Anything else, and every refusal,
+        takes the general path (`_http`), which reads the same request again."""
+        content_type = accept = b""
+        authorization = request_id = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = content_type or value
+            elif name == b"accept":
+                accept = accept or value
+            elif name == b"authorization":
+                authorization = authorization or value
+            elif name == b"x-request-id":
+                request_id = request_id or value
+        services: Services = scope["app"].state.services
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        replay = _replaying(body, receive)
+        media_type = response_media_type(accept.decode("latin-1"))
+        if (
+            media_type is None
+            or b"multipart" in accept
+            or b"event-stream" in accept
+            or content_type.partition(b";")[0].strip().lower() != b"application/json"
+        ):
+            return await self._http(scope, replay, send)
+        try:
+            principal = await services.authenticator.identify(
+                None if authorization is None else authorization.decode("latin-1")
+            )
+            data = orjson.loads(body)
+        except (Unauthenticated, orjson.JSONDecodeError):
+            return await self._http(scope, replay, send)
+        if not _plain_parameters(data):
+            return await self._http(scope, replay, send)
+        context = Context(
+            services=services,
+            principal=principal,
+            client_address=scope["client"][0] if scope.get("client") else "unknown",
+        )
+        if request_id:
+            context.request_id = request_id.decode("latin-1")[:64]
+        response = await self._answer(Request(scope, replay), media_type, data, context)
+        await response(scope, replay, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every HTTP request to /graphql, each check made by name (api/parameters.py)."""
+        request = Request(scope, receive)
+        if (kind := streamed_kind(request)) is not None:
+            return await self.streamed(kind, request, scope, receive, send)
+        method = request.method
+        # A GET without GraphQL parameters is a browser asking for GraphiQL (when enabled).
+        if method == "POST" or (
+            method == "GET" and any(name in request.query_params for name in GET_PARAMETERS)
+        ):
+            if (refused := await self._refuse(request)) is not None:
+                return await refused(scope, receive, send)
+            # Checked here for either path: Strawberry's view failed with a 500 on a body
+            # that is JSON but not an object, among others.
+            data = await read_parameters(request)
+            if isinstance(data, str):
+                return await refusal(400, "VALIDATION", data)(scope, receive, send)
+            accept = request.headers.get("accept", "")
+            if self.fast_path and not accept.lstrip().lower().startswith(STREAMED):
+                response = await self._plain(request, accept, data)
+                return await response(scope, receive, send)
+            if method == "POST":
+                receive = _replaying(await request.body(), receive)
+        return await super().__call__(scope, receive, send)
 
     @staticmethod
     async def _refuse(request: Request) -> Response | None:
@@ -196,24 +272,29 @@ class GraphQLView(GraphQL[Context, None]):
         request.state.principal = principal
         return None
 
-    async def _plain(self, request: Request, accept: str) -> ASGIApp:
-        """The plain answer to a request that asked for a stream it does not need (a query sent
-        as Apollo sends subscriptions)."""
-        data = await read_parameters(request)
-        if isinstance(data, str):
-            return refusal(400, "VALIDATION", data)
-        return await self._answer(request, accept, data)
+    async def _plain(
+        self, request: Request, accept: str, data: dict[str, Any] | None = None
+    ) -> ASGIApp:
+        """The plain answer to a request: also to one that asked for a stream it does not need
+        (a query sent as Apollo sends subscriptions)."""
+        if data is None:
+            read = await read_parameters(request)
+            if isinstance(read, str):
+                return refusal(400, "VALIDATION", read)
+            data = read
+        media_type = response_media_type(accept)
+        if media_type is None:
+            return refusal(406, "VALIDATION", f"Accept {JSON} or {GRAPHQL_RESPONSE}.")
+        return await self._answer(request, media_type, data, await self.get_context(request))
 
-    async def _answer(self, request: Request, accept: str, data: dict[str, Any]) -> ASGIApp:
+    async def _answer(
+        self, request: Request, media_type: str, data: dict[str, Any], context: Context
+    ) -> ASGIApp:
         """A GraphQL request answered without Strawberry's view, in the media type the client
         asks for. In application/json every GraphQL answer is a 200, as Strawberry's view
         answers it (tests/test_fast_path.py); in application/graphql-response+json a request
         that never executed is a 400 without data. Every refusal is a coded JSON error."""
-        media_type = response_media_type(accept)
-        if media_type is None:
-            return refusal(406, "VALIDATION", f"Accept {JSON} or {GRAPHQL_RESPONSE}.")
         query, variables, extensions = (data.get(k) for k in ("query", "variables", "extensions"))
-        context = await self.get_context(request)
         by_get = request.method == "GET"
         try:
             document = named(extensions, data.get("documentId"), data.get("doc_id"))
@@ -245,7 +326,7 @@ class GraphQLView(GraphQL[Context, None]):
         except CannotGetOperationTypeError as error:
             return refusal(400, "VALIDATION", error.as_http_error_reason(), media_type)
         except InvalidOperationTypeError as error:
-            stream = stream_for(accept)
+            stream = stream_for(request.headers.get("accept", ""))
             if error.operation_type is OperationType.SUBSCRIPTION and stream is not None:
                 return partial(self.streamed, stream, request)  # urql's subscriptions, say
             message = error.as_http_error_reason(request.method)
