@@ -60,9 +60,8 @@ class Services:
         self.response_cache = ResponseCache(self.settings.response_cache_bytes) if cache else None
 
     async def data_version(self) -> int:
-        """Moved by every committed change (api/cache.py): one indexed row."""
-        rows = await self.database.fetch("SELECT version FROM event_log_state WHERE id = 1")
-        return int(rows[0][0])
+        """Moved by every committed change (api/cache.py)."""
+        return await self.database.data_version()
 
     def reader(self, scope: frozenset[str] | None) -> SessionReader:
         return SessionReader(self.database, self.settings.limits, scope)

@@ -228,6 +228,8 @@ class Database:
         self._readers: asyncio.LifoQueue[_SQLite] = asyncio.LifoQueue()
         self._sqlite: list[aiosqlite.Connection] = []
         self._writer: _SQLiteWriter | None = None
+        # SQLite: a connection that only ever asks `PRAGMA data_version` (see data_version).
+        self._versions: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
 
     # -- transactions ----------------------------------------------------------------------
@@ -386,6 +388,12 @@ class Database:
                 for _ in range(self.read_connections):
                     self._readers.put_nowait(_SQLite(self, await self._connect_sqlite(path)))
                 self._writer = _SQLiteWriter(self, await self._connect_sqlite(path))
+                if path != ":memory:":
+                    self._versions = sqlite3.connect(
+                        path, isolation_level=None, check_same_thread=False
+                    )
+                    # Never waits: a busy database is an error, and the caller reads afresh.
+                    self._versions.execute("PRAGMA busy_timeout=0")
             else:
                 self._pool = await asyncpg.create_pool(
                     _asyncpg_dsn(self.url),
@@ -431,6 +439,20 @@ class Database:
         finally:
             await engine.dispose()
 
+    async def data_version(self) -> int:
+        """A number that moves with every committed change, whichever process made it.
+
+        SQLite: `PRAGMA data_version` on a connection of its own, which moves when any other
+        connection commits. It reads the WAL index in shared memory, never the disk, so it is
+        asked on the event loop: about 6 µs, against a trip to aiosqlite's thread for a read.
+        PostgreSQL: `event_log_state.version`, which every change moves, one indexed row."""
+        if not self._ready:
+            await self._open()
+        if self._versions is not None:
+            return int(self._versions.execute("PRAGMA data_version").fetchone()[0])
+        rows = await self.fetch("SELECT version FROM event_log_state WHERE id = 1")
+        return int(rows[0][0])
+
     async def ping(self) -> None:
         await self.fetch("SELECT 1")
 
@@ -442,6 +464,9 @@ class Database:
             for driver in self._sqlite:
                 await driver.close()
             self._sqlite.clear()
+            if self._versions is not None:
+                self._versions.close()
+                self._versions = None
             self._readers = asyncio.LifoQueue()
             self._writer = None
             self._ready = False

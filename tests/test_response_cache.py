@@ -1,7 +1,10 @@
 """The response cache (api/cache.py) answers a repeated query from memory only while the data is
 unchanged: never stale after a write on this or another instance, or a cleanup; per caller."""
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -57,6 +60,32 @@ def test_a_write_on_another_instance_is_never_answered_stale(
             assert reader.data(QUERY, {"key": key})["session"]["identifier"] == f"v{round - 1}"
             _rename(writer, key, f"v{round}")
         assert reader.data(QUERY, {"key": key})["session"]["identifier"] == "v3"
+
+
+def test_on_sqlite_any_commit_by_any_process_moves_the_version(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """SQLite's version is the database's own `PRAGMA data_version`: a change committed by
+    another process, even one that bypasses the service and its event log, is never answered
+    stale, and the version is asked without a trip to aiosqlite's thread."""
+    path = tmp_path / "versions.db"
+    server = make_server(database_url=f"sqlite+aiosqlite:///{path}")
+    with Client(server.url) as client:
+        key = client.create(identifier="before")["key"]
+        assert client.data(QUERY, {"key": key})["session"]["identifier"] == "before"
+        hits = _hits()
+        assert client.data(QUERY, {"key": key})["session"]["identifier"] == "before"
+        assert _hits() == hits + 1
+        change = f"UPDATE sessions SET identifier = 'after' WHERE key = '{key}'"
+        subprocess.run([sys.executable, "-c", CHANGE_ELSEWHERE, str(path), change], check=True)
+        assert client.data(QUERY, {"key": key})["session"]["identifier"] == "after"
+
+
+CHANGE_ELSEWHERE = """
+import sqlite3, sys
+with sqlite3.connect(sys.argv[1]) as connection:
+    connection.execute(sys.argv[2])
+"""
 
 
 def test_sessions_deleted_by_the_cleanup_are_not_answered_from_the_cache(
