@@ -174,6 +174,10 @@ GONE = (OSError, RuntimeError, WebSocketDisconnect)
 _BACKGROUND: set["asyncio.Task[None]"] = set()
 
 
+def _lagging(capacity: int) -> str:
+    return f"fell more than {capacity} events behind: resume after your last cursor"
+
+
 async def _finish(coroutine: Coroutine[Any, Any, None], yielded: Any) -> None:
     """Runs to its end a coroutine that was stepped outside any task and suspended on
     `yielded` (a future, or None for a bare yield)."""
@@ -239,7 +243,7 @@ class Member:
             self._spawn(self._resume(sending, yielded))
             return 1
         if len(self.backlog) >= self.audience.capacity:
-            self.end(Ending.LAGGING, f"fell more than {self.audience.capacity} events behind")
+            self.end(Ending.LAGGING, _lagging(self.audience.capacity))
             return 0
         self.backlog.append((event, frame))
         if self.waiter is not None and not self.waiter.done():
@@ -351,7 +355,7 @@ class Audience:
             return
         if len(self._pending) >= self.capacity:
             for member in list(self.members):
-                member.end(Ending.LAGGING, f"fell more than {self.capacity} events behind")
+                member.end(Ending.LAGGING, _lagging(self.capacity))
             return
         self._pending.append(event)
         if self._pumping is None:
