@@ -126,15 +126,21 @@ class EventHub:
 
     def announce(self, events: list[EventRecord]) -> None:
         """Called after a commit with the events it appended: tell every other process via the
-        bus, and fan them out here at once when they follow what the hub has fanned out (else
-        the log read fills the gap first)."""
+        bus, and fan them out here, right after, when they follow what the hub has fanned out
+        (else the log read fills the gap first)."""
         newest = events[-1].cursor
         self.bus.publish(newest)
-        if events[0].cursor == self.position + 1:
-            self.known = max(self.known, newest)
-            self._fan_out(events)
-        else:
-            self._heard(newest)
+        self.known = max(self.known, newest)
+        # On the loop's next turn: the commit's own answer goes out first, never delayed by
+        # the fan-out to thousands of subscribers.
+        asyncio.get_running_loop().call_soon(self._announced, events)
+
+    def _announced(self, events: list[EventRecord]) -> None:
+        fresh = [event for event in events if event.cursor > self.position]
+        if fresh and fresh[0].cursor == self.position + 1:
+            self._fan_out(fresh)
+        elif fresh:
+            self._wake.set()
 
     def _heard(self, cursor: int) -> None:
         self.known = max(self.known, cursor)
