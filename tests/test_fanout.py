@@ -78,7 +78,7 @@ def test_the_socket_path_and_the_general_path_send_the_same_payloads(
         for _ in range(3):
             client.create(dataSource="car-1")
         over_socket = [socket.message()["payload"] for _ in range(3)]
-        over_sse = []
+        over_sse: list[Any] = []
         while len(over_sse) < 3:
             line = next(lines)
             if line.startswith("data: "):
