@@ -689,10 +689,12 @@ def _workers(server: Running, cores: list[str]) -> list[Running]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-        workers = [int(pid) for pid in children if "multiprocessing" not in _cmdline(int(pid))]
+        workers = [int(pid) for pid in children if "resource_tracker" not in _cmdline(int(pid))]
         if len(workers) >= len(cores):
             break
         time.sleep(0.2)
+    if len(workers) < len(cores):
+        raise RuntimeError(f"found {len(workers)} worker processes, not {len(cores)}")
     for pid, core in zip(workers, cores, strict=False):
         os.sched_setaffinity(pid, {int(core)})
     return [Running(server.url, pid, server.log) for pid in workers]
