@@ -1,35 +1,49 @@
 """Subscription fan-out: each event is executed and encoded once per audience, and the same text
 goes to every subscriber in it, whatever its transport.
 
-Strawberry still parses, validates and authorises a subscription and runs its resolver. The
-events themselves skip the per-subscriber path (graphql-core's per-event execution, Strawberry's
-result hooks, a JSON encoding per socket): the resolver returns a `Delivery`, a source stream
-that writes each event to its transport itself and never yields. A transport (a WebSocket
-here, an HTTP stream in api/streams.py) says how a payload becomes a frame and how a stream that
-must be resumed ends. Subscribers whose `next` payload
-must be identical (the same document, operation, variables and caller scope) share an
-`Audience`, which renders each event once.
+Strawberry still parses, validates and authorises a subscription and runs its resolver, which
+joins the subscription to its `Audience`: subscribers whose `next` payload must be identical
+(the same document, operation, the variables its selection uses, and caller scope; not
+`after:`). The audience is the hub's one listener for all its members: it matches, renders and
+frames each event once and writes the frame to every member. The resolver returns a
+`Delivery`, a source stream that writes the member's replay and never yields. Over a WebSocket
+it then hands the member to the audience and ends quietly (the handler keeps the subscription
+under its id), so nothing of Strawberry's operation stays alive, and each frame is written
+from the fan-out itself: a socket that takes it at once costs no task and no wake-up; a paused
+one gets a task and a bounded backlog until it catches up, or is closed with 1013. An HTTP
+stream (api/streams.py) keeps its task, which writes the member's backlog: the general path.
 """
 
 import asyncio
 import contextlib
 import enum
+import functools
 import json
-from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any, NoReturn, Protocol
-from weakref import WeakValueDictionary
 
 import orjson
 import strawberry
-from graphql import ExecutionResult, GraphQLError, parse
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    Node,
+    VariableNode,
+    get_operation_ast,
+    parse,
+)
 from graphql.execution import Executor, execute_subscription_event
+from starlette.websockets import WebSocketDisconnect
 
 from api.metrics import EVENTS_DELIVERED, EVENTS_RENDERED, SUBSCRIBERS_DROPPED, SUBSCRIPTIONS_OPEN
-from models import EventRecord, HubClosed, SubscriberLagging
+from models import EventFilter, EventHub, EventRecord
 
 TRY_AGAIN_LATER = 1013
 SERVICE_RESTART = 1012
@@ -50,6 +64,9 @@ class Transport(Protocol):
     def frame(self, event: EventRecord, payload: str) -> str:
         """The text that carries an event's rendered `{"data": …}` payload."""
 
+    # Members whose frames for an event are the same text share this key.
+    frame_key: str
+
     async def send(self, frame: str) -> None: ...
 
     async def end(self, ending: Ending, reason: str) -> None:
@@ -61,13 +78,19 @@ class SocketTransport:
 
     CODES = {Ending.LAGGING: TRY_AGAIN_LATER, Ending.RESTARTING: SERVICE_RESTART}
 
-    def __init__(self, id: str, websocket: Any) -> None:
-        self.prefix = '{"id":%s,"type":"next","payload":' % json.dumps(id)
+    def __init__(self, id: str, websocket: Any, hand_over: Callable[[str, "Member"], None]) -> None:
+        self.id = id
+        self.frame_key = '{"id":%s,"type":"next","payload":' % json.dumps(id)
         self.websocket = websocket
         self.send = websocket.send_text
+        self._hand_over = hand_over
+
+    def detach(self, member: "Member") -> None:
+        """The handler keeps the subscription from now on, not Strawberry's operation."""
+        self._hand_over(self.id, member)
 
     def frame(self, event: EventRecord, payload: str) -> str:
-        return self.prefix + payload + "}"
+        return self.frame_key + payload + "}"
 
     async def end(self, ending: Ending, reason: str) -> None:
         with contextlib.suppress(RuntimeError):  # already closed
@@ -87,7 +110,11 @@ class SubscribeRequest:
     resume_after: str | None = None
 
     def audience(self, scope: frozenset[str] | None) -> AudienceKey:
-        variables = json.dumps(self.variables, sort_keys=True, separators=(",", ":"))
+        """What shapes the rendered events: the document, the operation, the variables its
+        selection uses (`after:` only says where to start) and the caller's scope."""
+        used = _shaping_variables(_parsed(self.query), self.operation_name)
+        given = {k: v for k, v in (self.variables or {}).items() if k in used}
+        variables = json.dumps(given, sort_keys=True, separators=(",", ":"))
         return (self.query, self.operation_name, variables, scope)
 
     def executor(self, context: Any) -> Executor:
@@ -95,7 +122,7 @@ class SubscribeRequest:
         resolver only runs after validation)."""
         executor = self.schema.execution_context_class.build(
             self.schema._schema,
-            parse(self.query),
+            _parsed(self.query),
             context_value=context,
             raw_variable_values=self.variables,
             operation_name=self.operation_name,
@@ -105,29 +132,267 @@ class SubscribeRequest:
         return executor
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(query: str) -> DocumentNode:
+    return parse(query)
+
+
+@functools.lru_cache(maxsize=256)
+def _shaping_variables(document: DocumentNode, operation_name: str | None) -> frozenset[str]:
+    """The variables an operation uses anywhere but as its root fields' `after:` (and any in
+    the document's fragments)."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return frozenset()
+    pending: list[Any] = [operation.directives]
+    pending += [d for d in document.definitions if isinstance(d, FragmentDefinitionNode)]
+    for selection in operation.selection_set.selections:
+        if isinstance(selection, FieldNode):
+            pending += [a for a in selection.arguments or () if a.name.value != "after"]
+            pending += [selection.directives, selection.selection_set]
+        else:
+            pending.append(selection)
+    used: set[str] = set()
+    while pending:
+        node = pending.pop()
+        if isinstance(node, VariableNode):
+            used.add(node.name.value)
+        elif isinstance(node, list | tuple):
+            pending += node
+        elif isinstance(node, Node):
+            pending += [getattr(node, key, None) for key in node.keys]
+    return frozenset(used)
+
+
 # Set by the transport handler while it starts a subscription; the operation's task inherits
 # it, so the subscription's resolver knows which message and socket it serves.
 SUBSCRIBING: ContextVar[SubscribeRequest | None] = ContextVar("subscribing", default=None)
 
+# A socket that has gone away, as its send reports it (uvicorn, Starlette).
+GONE = (OSError, RuntimeError, WebSocketDisconnect)
+# Tasks that resume or end handed-over members, kept until done (the loop holds tasks weakly).
+_BACKGROUND: set["asyncio.Task[None]"] = set()
+
+
+def _lagging(capacity: int) -> str:
+    return f"fell more than {capacity} events behind: resume after your last cursor"
+
+
+async def _finish(coroutine: Coroutine[Any, Any, None], yielded: Any) -> None:
+    """Runs to its end a coroutine that was stepped outside any task and suspended on
+    `yielded` (a future, or None for a bare yield)."""
+    try:
+        while True:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait([yielded])
+            yielded = coroutine.send(None)
+    except StopIteration:
+        return
+    except BaseException:
+        coroutine.close()
+        raise
+
+
+class Member:
+    """One subscription in an audience: its transport, the newest cursor it has been given,
+    and a bounded backlog for while it cannot be written to at once (replaying, paused)."""
+
+    __slots__ = (
+        "after",
+        "audience",
+        "backlog",
+        "direct",
+        "ending",
+        "handed",
+        "left",
+        "transport",
+        "waiter",
+    )
+
+    def __init__(self, audience: "Audience", transport: Transport, after: int) -> None:
+        self.audience = audience
+        self.transport = transport
+        self.after = after
+        self.backlog: deque[tuple[EventRecord, str]] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.ending: tuple[Ending, str] | None = None
+        # Written to from the fan-out itself: no task of its own (a socket that takes frames).
+        self.direct = False
+        # Handed over to the fan-out: no task of Strawberry's serves it any more.
+        self.handed = False
+        self.left = False
+
+    def offer(self, event: EventRecord, payload: str, frame: str) -> int:
+        """Takes an event: 1 if written now, 0 if queued or skipped."""
+        if event.cursor <= self.after or self.ending is not None:
+            return 0
+        self.after = event.cursor
+        if self.direct:
+            sending = self.transport.send(frame)
+            try:
+                yielded = sending.send(None)  # type: ignore[attr-defined]
+            except StopIteration:
+                return 1
+            except GONE:
+                self.leave()
+                return 0
+            # Paused: the rest of this frame, and the backlog after it, need a task.
+            self.direct = False
+            self._spawn(self._resume(sending, yielded))
+            return 1
+        if len(self.backlog) >= self.audience.capacity:
+            self.end(Ending.LAGGING, _lagging(self.audience.capacity))
+            return 0
+        self.backlog.append((event, frame))
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        return 0
+
+    async def _resume(self, sending: Coroutine[Any, Any, None], yielded: Any) -> None:
+        try:
+            await _finish(sending, yielded)
+            await self.catch_up()
+        except GONE:
+            self.leave()
+
+    async def catch_up(self) -> None:
+        """Writes the backlog, then lets the fan-out write directly (no await between the
+        backlog's last frame and that switch, so nothing can slip between)."""
+        while self.backlog and self.ending is None:
+            await self.transport.send(self.backlog.popleft()[1])
+            EVENTS_DELIVERED.inc()
+        if self.ending is None:
+            self.direct = True
+
+    async def serve(self) -> Ending | None:
+        """The general path, for transports that cannot be written to without a task: writes
+        the backlog as it fills, until the member ends."""
+        while self.ending is None:
+            while self.backlog and self.ending is None:
+                await self.transport.send(self.backlog.popleft()[1])
+                EVENTS_DELIVERED.inc()
+            if self.ending is None and not self.backlog:
+                self.waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+        return self.ending[0]
+
+    def end(self, ending: Ending, reason: str) -> None:
+        """Ends the subscription (the client resumes by cursor): a handed-over socket is told
+        at once, else the task that serves the member tells it."""
+        if self.ending is not None:
+            return
+        self.ending = (ending, reason)
+        self.backlog.clear()
+        if ending is Ending.LAGGING:
+            SUBSCRIBERS_DROPPED.inc()
+        if self.handed:
+            self._spawn(self.transport.end(ending, reason))
+        elif self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        self.leave()
+
+    def leave(self) -> None:
+        if not self.left:
+            self.left = True
+            self.direct = False
+            self.audience.remove(self)
+            SUBSCRIPTIONS_OPEN.dec()
+
+    @staticmethod
+    def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
 
 class Audience:
-    """Subscribers who receive the same bytes for an event. Keeps the newest `size` renderings,
-    so every member reuses the first member's work."""
+    """Subscribers who receive the same bytes for an event, and the hub's one listener for all
+    of them: it matches, renders (the newest `size` renderings kept, for replays) and frames
+    each event once, then writes it to every member that can take it at once."""
 
     def __init__(
         self,
+        where: EventFilter,
         executor: Executor,
         root: Callable[[EventRecord], object],
         finish: Callable[[list[GraphQLError]], list[GraphQLError]],
+        capacity: int,
         size: int = 64,
     ) -> None:
         """`root` makes an event the root value of its execution; `finish` reports and codes
         the errors of one rendering, as Strawberry does for an operation."""
+        self.where = where
         self.executor = executor
         self.root = root
         self.finish = finish
+        self.capacity = capacity
         self.size = size
+        self.members: dict[Member, None] = {}
+        self.on_empty: Callable[[Audience], None] = lambda audience: None
         self._rendered: OrderedDict[int, str | asyncio.Future[str]] = OrderedDict()
+        self._pending: deque[EventRecord] = deque()
+        self._pumping: asyncio.Future[None] | None = None
+
+    def add(self, transport: Transport, after: int) -> Member:
+        member = Member(self, transport, after)
+        self.members[member] = None
+        SUBSCRIPTIONS_OPEN.inc()
+        return member
+
+    def remove(self, member: Member) -> None:
+        self.members.pop(member, None)
+        if not self.members:
+            self.on_empty(self)
+
+    def offer(self, event: EventRecord) -> None:
+        """The hub's call, for every new event in order."""
+        if not self.where.matches(event):
+            return
+        if len(self._pending) >= self.capacity:
+            for member in list(self.members):
+                member.end(Ending.LAGGING, _lagging(self.capacity))
+            return
+        self._pending.append(event)
+        if self._pumping is None:
+            self._pump()
+
+    def fail(self, error: Exception) -> None:
+        for member in list(self.members):
+            member.end(Ending.RESTARTING, "the server is restarting: resume by cursor")
+
+    def _pump(self) -> None:
+        while self._pending:
+            event = self._pending[0]
+            payload = self.render(event)
+            if not isinstance(payload, str):  # still being rendered: continue when it is
+                self._pumping = asyncio.ensure_future(self._pump_after(payload))
+                return
+            self._pending.popleft()
+            self._deliver(event, payload)
+
+    async def _pump_after(self, rendering: Awaitable[str]) -> None:
+        try:
+            await rendering
+        finally:
+            self._pumping = None
+        self._pump()
+
+    def _deliver(self, event: EventRecord, payload: str) -> None:
+        frames: dict[str, str] = {}
+        delivered = 0
+        for member in list(self.members):
+            key = member.transport.frame_key
+            frame = frames.get(key)
+            if frame is None:
+                frame = frames[key] = member.transport.frame(event, payload)
+            delivered += member.offer(event, payload, frame)
+        if delivered:
+            EVENTS_DELIVERED.inc(delivered)
 
     def render(self, event: EventRecord) -> str | Awaitable[str]:
         """The event's `next` payload as JSON text: made now, shared, or still being made."""
@@ -162,55 +427,75 @@ class Audience:
 
 
 class Audiences:
-    """The open audiences, each kept while one of its subscribers holds it."""
+    """The open audiences, each listening to the hub while it has members."""
 
     def __init__(self) -> None:
-        self._open: WeakValueDictionary[AudienceKey, Audience] = WeakValueDictionary()
+        self._open: dict[AudienceKey, Audience] = {}
 
-    def join(self, key: AudienceKey, create: Callable[[], Audience]) -> Audience:
+    def join(
+        self, key: AudienceKey, hub: EventHub, create: Callable[[], Audience], transport: Transport
+    ) -> Member:
+        """A new member of the key's audience. It is offered every event committed after
+        `member.after`: the caller replays those up to it, if it wants them."""
         audience = self._open.get(key)
         if audience is None:
             audience = self._open[key] = create()
-        return audience
+
+            def close(empty: Audience) -> None:
+                hub.unsubscribe(empty)
+                if self._open.get(key) is empty:
+                    del self._open[key]
+
+            audience.on_empty = close
+        return audience.add(transport, hub.listen(audience))
+
+    def __len__(self) -> int:
+        return len(self._open)
 
 
 class Delivery:
-    """The source stream graphql-core sees for a subscription. Its first `__anext__` delivers
-    every event to the transport and ends with the subscription, so graphql-core's per-event
-    path never runs."""
+    """The source stream graphql-core sees for a subscription. Its first `__anext__` writes the
+    replay, then either hands the member over to the fan-out and ends quietly (a socket: the
+    handler keeps the subscription, and nothing of the operation stays alive), or goes on
+    writing the member's events itself (an HTTP stream), until the subscription ends."""
 
-    def __init__(
-        self,
-        events: AsyncGenerator[EventRecord, None],
-        message: SubscribeRequest,
-        audience: Audience,
-    ) -> None:
-        self.events = events
-        self.message = message
-        self.audience = audience
+    def __init__(self, member: Member, replay: AsyncIterator[EventRecord]) -> None:
+        self.member = member
+        self.replay = replay
 
     def __aiter__(self) -> "Delivery":
         return self
 
     async def __anext__(self) -> NoReturn:
-        transport = self.message.transport
-        frame, send = transport.frame, transport.send
-        SUBSCRIPTIONS_OPEN.inc()
+        member = self.member
+        transport, audience = member.transport, member.audience
         try:
-            async for event in self.events:
-                payload = self.audience.render(event)
+            async for event in self.replay:
+                if member.ending is not None:
+                    break
+                payload = audience.render(event)
                 if not isinstance(payload, str):
                     payload = await payload
-                await send(frame(event, payload))
+                await transport.send(transport.frame(event, payload))
                 EVENTS_DELIVERED.inc()
-        except SubscriberLagging as error:
-            SUBSCRIBERS_DROPPED.inc()
-            await transport.end(Ending.LAGGING, f"{error}: resume after your last cursor")
-        except HubClosed:
-            await transport.end(Ending.RESTARTING, "the server is restarting: resume by cursor")
+            detach = getattr(transport, "detach", None)
+            if detach is not None and member.ending is None:
+                await member.catch_up()
+                if member.ending is None and not member.left:
+                    member.handed = True
+                    detach(member)
+                    raise StopAsyncIteration
+            elif member.ending is None:
+                await member.serve()
+            if member.ending is not None:
+                await transport.end(*member.ending)
+        except GONE:
+            pass
         finally:
-            SUBSCRIPTIONS_OPEN.dec()
+            if not member.handed:
+                member.leave()
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        await self.events.aclose()
+        if not self.member.handed:
+            self.member.leave()

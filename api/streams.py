@@ -110,6 +110,8 @@ class HttpStream:
     final = ""
 
     def __init__(self, send: Send, send_timeout: float) -> None:
+        # An event's frame is the same for every stream of a kind (api/fanout.py shares it).
+        self.frame_key = type(self).__name__
         self._send = send
         self.send_timeout = send_timeout
         self._lock = asyncio.Lock()

@@ -19,8 +19,8 @@ ContextInfo = Info[Context, None]
 async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Delivery:
     """Resolve a subscription: fail now (an `error` message) or deliver its events.
 
-    Not a generator, so that a bad or expired cursor fails the subscribe itself and the hub
-    registers the subscriber before this resolver first awaits.
+    Not a generator, so that a bad or expired cursor fails the subscribe itself and the
+    subscriber joins its audience before this resolver first awaits.
     """
     context = info.context
     context.require_enabled()
@@ -35,7 +35,6 @@ async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Del
             position: int | None = decode_cursor(message.resume_after, "Last-Event-ID")
         else:
             position = None if after is None else decode_cursor(after)
-        events = await context.hub.open_stream(where, position)
     except DomainError as error:
         raise top_level(error) from error
     services = context.services
@@ -48,10 +47,20 @@ async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Del
     def finish(errors: list[GraphQLError]) -> list[GraphQLError]:
         return reported(errors, message.operation_name, hide_suggestions)
 
-    audience = services.audiences.join(
-        message.audience(scope), lambda: Audience(message.executor(context), root, finish)
+    def audience() -> Audience:
+        executor = message.executor(context)
+        return Audience(where, executor, root, finish, context.hub.queue_size)
+
+    # Joined before the first await: nothing committed from here on can be missed.
+    member = services.audiences.join(
+        message.audience(scope), context.hub, audience, message.transport
     )
-    return Delivery(events, message, audience)
+    try:
+        replay = await context.hub.replay(where, position, member.after)
+    except DomainError as error:
+        member.leave()
+        raise top_level(error) from error
+    return Delivery(member, replay)
 
 
 def _one_source(info: ContextInfo, data_source: str, kind: EventKind) -> EventFilter:

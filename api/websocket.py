@@ -20,7 +20,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 
 from api.context import Context
 from api.errors import ApiError
-from api.fanout import SUBSCRIBING, SocketTransport, SubscribeRequest
+from api.fanout import SUBSCRIBING, Member, SocketTransport, SubscribeRequest
 from api.persisted import named
 
 # graphql-transport-ws's "Forbidden", with a reason that tells a client to come back with a new
@@ -63,8 +63,15 @@ def _malformed(message: Any) -> str | None:
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Subscriptions whose replay is written are handed over by their operation (api/fanout.py)
+    and kept here under their id: Strawberry's operation then ends without a `complete`."""
+
     context: Context
     _expiry: asyncio.Task[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handed: dict[str, Member] = {}
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
@@ -79,6 +86,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(*TOKEN_EXPIRED)
 
     async def shutdown(self) -> None:
+        for member in self.handed.values():
+            member.leave()
+        self.handed.clear()
         if self._expiry is not None:
             self._expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -88,8 +98,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_message(self, message: Message) -> None:
         if (reason := _malformed(message)) is not None:
             return await self.handle_invalid_message(reason)
+        if message["type"] == "complete" and message["id"] in self.handed:
+            return self.handed.pop(message["id"]).leave()
         if message["type"] != "subscribe":
             return await super().handle_message(message)
+        if message["id"] in self.handed:
+            reason = f"Subscriber for {message['id']} already exists"
+            return await self.websocket.close(code=4409, reason=reason)
+        limit = self.max_subscriptions_per_connection
+        if limit is not None and len(self.operations) + len(self.handed) >= limit:
+            error = GraphQLError("Subscription limit reached")
+            return await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
         if not self.context.services.subscribe_limiter.allow(self.context.caller):
             error = GraphQLError(
                 "Too many subscriptions started: slow down.", extensions={"code": "RATE_LIMITED"}
@@ -130,5 +151,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             variables=payload.get("variables"),
             operation_name=payload.get("operationName"),
             schema=cast(strawberry.Schema, self.schema),
-            transport=SocketTransport(message["id"], websocket),
+            transport=SocketTransport(message["id"], websocket, self._hand_over),
         )
+
+    def _hand_over(self, id: str, member: Member) -> None:
+        self.handed[id] = member
+
+    async def send_message(self, message: Message) -> None:
+        # The `complete` of an operation that handed its subscription over is not the end.
+        if message.get("type") == "complete" and message.get("id") in self.handed:
+            return
+        await super().send_message(message)

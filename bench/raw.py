@@ -19,7 +19,8 @@ The database comes from SESSION_SERVICE_DATABASE_URL, as for the service:
   CTEs), so one round trip and one implicit transaction, that locks the event-log row first
   thing as the service does.
 
-/ws and /publish are the fan-out baseline (bench/run.py's fan-out group), unchanged.
+/ws and /publish are the fan-out baseline (bench/fanout.py): publish answers, then writes its
+body to every socket in one loop.
 """
 
 import asyncio
@@ -34,6 +35,7 @@ import aiosqlite
 import asyncpg
 import orjson
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -313,11 +315,14 @@ def _fan_out() -> Starlette:
         finally:
             sockets.discard(websocket)
 
-    async def publish(request: Request) -> Response:
-        text = (await request.body()).decode()
+    async def send_all(text: str) -> None:
         for websocket in list(sockets):
             await websocket.send_text(text)
-        return Response(str(len(sockets)))
+
+    async def publish(request: Request) -> Response:
+        # Answered first, as the service answers its mutation before the fan-out.
+        text = (await request.body()).decode()
+        return Response(str(len(sockets)), background=BackgroundTask(send_all, text))
 
     return Starlette(
         routes=[Route("/publish", publish, methods=["POST"]), WebSocketRoute("/ws", fan_out)]

@@ -13,15 +13,15 @@ the same rows stored); during the runs wrk counts every response that does not s
 service's do, and any such response fails the run.
 
 Groups (--only): http (SQLite: Q1, Q2, M1, mixed reads and writes, and H1), postgres (Q1 and
-M1 on a PostgreSQL database of their own), fan-out (S1, S2, R1), hierarchy (H1 alone), overload
-(four times the sustainable rate for a minute: its own section of the report, which
-`--only overload` rewrites alone, keeping the rest of REPORT.md).
+M1 on a PostgreSQL database of their own), fan-out (bench/fanout.py: its own section of the
+report, which `--only fan-out` rewrites alone), hierarchy (H1 alone), overload (four times
+the sustainable rate for a minute: its own section of the report, which `--only overload`
+rewrites alone, keeping the rest of REPORT.md).
 """
 
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import platform
@@ -43,7 +43,6 @@ from typing import IO, Any
 
 import asyncpg
 import httpx
-import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -783,160 +782,6 @@ def postgres_scenarios(args: argparse.Namespace) -> list[Result]:
         asyncio.run(admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@dataclass
-class FanOut:
-    deliveries_per_second: float
-    end_to_end_per_second: float
-    latencies: list[float]
-    idle_kb_per_subscriber: float
-
-
-async def _fan_out_once(
-    server: Running, subscribers: int, events: int, raw: bool, writer: Running | None = None
-) -> FanOut:
-    """Deliveries per second of fan-out time, per-event latencies from commit (the raw
-    endpoint: from its publish request) to the last subscriber, the same rate with each event's
-    createSession request included, and the server's memory per idle subscription. With a
-    `writer`, sessions are created there and reach the subscribers' server over the bus.
-
-    Times are wall-clock (time.time), as the service's occurredAt is: it is taken in the
-    transaction just before the commit, so latencies from it are if anything too long."""
-    url = server.url
-    rss_before = server.rss_mb()
-    ws_url = url.replace("http://", "ws://") + ("/ws" if raw else "/graphql")
-    received: list[list[float]] = [[] for _ in range(events)]
-    committed: list[float | None] = [None] * events
-    sockets = []
-    for index in range(subscribers):
-        if raw:
-            socket = await websockets.connect(ws_url, max_size=None, compression=None)
-        else:
-            socket = await websockets.connect(
-                ws_url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")],
-                max_size=None, compression=None,
-            )  # fmt: skip
-            await socket.send(json.dumps({"type": "connection_init"}))
-            await socket.recv()
-            selection = SELECTIONS[index % len(SELECTIONS)]
-            query = f"subscription {{ sessionEvents {{ {selection} }} }}"
-            await socket.send(
-                json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
-            )
-        sockets.append(socket)
-
-    async def listen(socket: websockets.ClientConnection, timed: bool) -> None:
-        for event in range(events):
-            message = await socket.recv()
-            received[event].append(time.time())
-            if timed and committed[event] is None:
-                data = json.loads(message)["payload"]["data"]["sessionEvents"]
-                committed[event] = datetime.fromisoformat(data["occurredAt"]).timestamp()
-
-    timed = [
-        not raw and "occurredAt" in SELECTIONS[i % len(SELECTIONS)] for i in range(len(sockets))
-    ]
-    listeners = [asyncio.create_task(listen(s, t)) for s, t in zip(sockets, timed, strict=True)]
-    await asyncio.sleep(1)  # let every subscribe settle (the service has no per-subscription ack)
-    idle = (server.rss_mb() - rss_before) * 1024 / subscribers
-    sent: list[float] = []
-    async with httpx.AsyncClient(base_url=(writer or server).url, timeout=60) as client:
-        for index in range(events):
-            sent.append(time.time())
-            if raw:
-                payload = {"id": "1", "type": "next", "payload": {"data": {"sessionEvents": {
-                    "cursor": str(index), "kind": "STARTED", "sessionKey": "x" * 36}}}}  # fmt: skip
-                await client.post("/publish", content=json.dumps(payload))
-            else:
-                body = {"query": M1, "variables": {"input": {"dataSource": "bench", "details": []}}}
-                await client.post("/graphql", json=body)
-            # One event at a time: each is measured until its last delivery.
-            while len(received[index]) < subscribers:
-                await asyncio.sleep(0.001)
-    await asyncio.gather(*listeners)
-    for socket in sockets:
-        await socket.close()
-    starts = (
-        sent if raw else [c if c is not None else s for c, s in zip(committed, sent, strict=True)]
-    )
-    latencies = [max(times) - start for times, start in zip(received, starts, strict=True)]
-    end_to_end = [max(times) - start for times, start in zip(received, sent, strict=True)]
-    deliveries = subscribers * events
-    return FanOut(deliveries / sum(latencies), deliveries / sum(end_to_end), latencies, idle)
-
-
-def fan_out_scenarios(args: argparse.Namespace, database_url: str) -> list[Result]:
-    results = []
-    env = environment(database_url, SESSION_SERVICE_SUBSCRIBER_QUEUE_SIZE="10000")
-    for subscribers in args.subscribers:
-        large = subscribers >= 5000
-        rate = Result(f"S1 fan-out to {subscribers} subscribers, 50 events", "deliveries/s",
-                      "&ge; 0.5")  # fmt: skip
-        p50 = Result(f"S1 p50 commit-to-last-subscriber, {subscribers} subscribers", "ms",
-                     "report", higher_is_better=False)  # fmt: skip
-        p99 = Result(f"S1 p99 commit-to-last-subscriber, {subscribers} subscribers", "ms",
-                     "< 2x raw" if large else "report", higher_is_better=False)  # fmt: skip
-        idle = Result(f"R1 memory per idle subscription, {subscribers} subscribers", "KB",
-                      "&le; 2x raw" if large else "report", higher_is_better=False)  # fmt: skip
-        end_to_end = Result(f"S1 end to end, {subscribers} subscribers: from the createSession "
-                            "request (raw: publish request) to the last subscriber",
-                            "deliveries/s", "report")  # fmt: skip
-        for run in range(args.runs):
-            for raw in (False, True):
-                with serve(raw_command() if raw else service_command(), env) as server:
-                    outcome = asyncio.run(_fan_out_once(server, subscribers, 50, raw))
-                latencies = sorted(outcome.latencies)
-                for result, value in (
-                    (rate, outcome.deliveries_per_second),
-                    (p50, latencies[len(latencies) // 2] * 1000),
-                    (p99, latencies[int(len(latencies) * 0.99) - 1] * 1000),
-                    (idle, outcome.idle_kb_per_subscriber),
-                    (end_to_end, outcome.end_to_end_per_second),
-                ):
-                    (result.baseline if raw else result.service).append(value)
-                progress(f"S1 {subscribers} [{'raw' if raw else 'service'} {run + 1}]: "
-                         f"{outcome.deliveries_per_second:,.0f} deliveries/s, "
-                         f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms, "
-                         f"{outcome.idle_kb_per_subscriber:.1f} KB/subscription")  # fmt: skip
-        results += [rate, p50, p99, idle, end_to_end]
-    # S2 alternates its own memory:// runs with the bus runs, so noise hits both alike. Each
-    # bus twice: sessions created on the subscribers' instance (the bus only carries wake-ups
-    # to others), and on a second instance, so every event crosses the bus.
-    subscribers = args.subscribers[0]
-    memory: list[float] = []
-    buses = {"Redis": args.redis_url, "PostgreSQL": args.postgres_bus_url}
-    rates: dict[tuple[str, bool], list[float]] = {}
-    for run in range(args.runs):
-        with serve(service_command(), env) as server:
-            outcome = asyncio.run(_fan_out_once(server, subscribers, 50, False))
-        memory.append(outcome.deliveries_per_second)
-        progress(f"S2 memory:// [{run + 1}]: {outcome.deliveries_per_second:,.0f} deliveries/s")
-        for (bus, url), across in itertools.product(buses.items(), (False, True)):
-            bus_env = {**env, "SESSION_SERVICE_BROADCAST_URL": url}
-            try:
-                with contextlib.ExitStack() as stack:
-                    server = stack.enter_context(serve(service_command(), bus_env))
-                    writer = None
-                    if across:
-                        writer = stack.enter_context(serve(service_command(), bus_env))
-                    outcome = asyncio.run(_fan_out_once(server, subscribers, 50, False, writer))
-            except RuntimeError as error:
-                progress(f"S2 {bus}: skipped ({error})")
-                continue
-            rates.setdefault((bus, across), []).append(outcome.deliveries_per_second)
-            where = "written on another instance" if across else "one instance"
-            progress(f"S2 {bus}, {where} [{run + 1}]: "
-                     f"{outcome.deliveries_per_second:,.0f} deliveries/s")  # fmt: skip
-    for (bus, across), values in rates.items():
-        if across:
-            name = (f"S2 fan-out to {subscribers} subscribers written on another instance, "
-                    f"across the {bus} bus, vs memory://")  # fmt: skip
-            results.append(Result(name, "deliveries/s", "report", values, memory))
-        else:
-            name = f"S2 fan-out to {subscribers} subscribers on the {bus} bus vs memory://"
-            results.append(Result(name, "deliveries/s", "&ge; 0.8", values, memory))
-    return results
-
-
 OVERLOAD_HEADING = "## Overload"
 
 
@@ -1084,7 +929,6 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each run")
-    parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "REPORT.md")
     parser.add_argument("--overload-seconds", type=int, default=60)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -1099,6 +943,9 @@ def main() -> None:
         default=GROUPS,
         help="scenario groups to run (all by default; the report then holds only these)",
     )
+    from bench import fanout  # it imports this module: here, not at the top
+
+    fanout.add_arguments(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is missing (make bench installs it with apt-get)")
@@ -1111,14 +958,24 @@ def main() -> None:
             results += hierarchy_scenarios(args, directory)
         if "postgres" in args.only:
             results += postgres_scenarios(args)
+        fan_out = []
         if "fan-out" in args.only:
-            results += fan_out_scenarios(args, f"sqlite+aiosqlite:///{directory}/fan-out.db")
+            fan_out = fanout.fan_out_scenarios(args, f"sqlite+aiosqlite:///{directory}/fan-out.db")
         overload = overload_section(args, directory) if "overload" in args.only else ""
+    previous = args.output.read_text() if args.output.exists() else "# Benchmark report\n"
     if results:
         text = report(results, args, started)
-    else:  # the overload alone: the rest of the report stays as the last full run left it
-        previous = args.output.read_text() if args.output.exists() else "# Benchmark report\n"
+    else:  # the overload or fan-out alone: the rest stays as the last full run left it
         text = previous.split(f"\n{OVERLOAD_HEADING}\n")[0].rstrip("\n") + "\n"
+    if fan_out:
+        text = fanout.merged(text, fanout.section(fan_out, args))
+    elif fanout.HEADING in previous:  # keep the last fan-out section
+        text = fanout.merged(
+            text,
+            fanout.HEADING
+            + previous.split(fanout.HEADING, 1)[1].split(f"\n{OVERLOAD_HEADING}\n")[0].rstrip("\n")
+            + "\n",
+        )
     if overload:
         text += "\n" + overload
     args.output.write_text(text)

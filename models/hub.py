@@ -4,7 +4,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Protocol
 
 from models.bus import Bus, cancel
 from models.errors import CursorExpired
@@ -23,6 +24,15 @@ class SubscriberLagging(Exception):
 
 class HubClosed(Exception):
     """The hub shut down while a subscriber was waiting."""
+
+
+class Listener(Protocol):
+    """What the hub fans out to: it is offered every new event, in order, and told when the hub
+    closes. A subscriber below, or a whole audience of them (api/fanout.py)."""
+
+    def offer(self, event: EventRecord) -> None: ...
+
+    def fail(self, error: Exception) -> None: ...
 
 
 class Subscriber:
@@ -95,7 +105,7 @@ class EventHub:
         # exist (announced here or on the bus): new subscribers start after the latter.
         self.position = 0
         self.known = 0
-        self._subscribers: set[Subscriber] = set()
+        self._subscribers: set[Listener] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -116,15 +126,21 @@ class EventHub:
 
     def announce(self, events: list[EventRecord]) -> None:
         """Called after a commit with the events it appended: tell every other process via the
-        bus, and fan them out here at once when they follow what the hub has fanned out (else
-        the log read fills the gap first)."""
+        bus, and fan them out here, right after, when they follow what the hub has fanned out
+        (else the log read fills the gap first)."""
         newest = events[-1].cursor
         self.bus.publish(newest)
-        if events[0].cursor == self.position + 1:
-            self.known = max(self.known, newest)
-            self._fan_out(events)
-        else:
-            self._heard(newest)
+        self.known = max(self.known, newest)
+        # On the loop's next turn: the commit's own answer goes out first, never delayed by
+        # the fan-out to thousands of subscribers.
+        asyncio.get_running_loop().call_soon(self._announced, events)
+
+    def _announced(self, events: list[EventRecord]) -> None:
+        fresh = [event for event in events if event.cursor > self.position]
+        if fresh and fresh[0].cursor == self.position + 1:
+            self._fan_out(fresh)
+        elif fresh:
+            self._wake.set()
 
     def _heard(self, cursor: int) -> None:
         self.known = max(self.known, cursor)
@@ -138,8 +154,35 @@ class EventHub:
         self._subscribers.add(subscriber)
         return subscriber
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
+    def unsubscribe(self, subscriber: Listener) -> None:
         self._subscribers.discard(subscriber)
+
+    def listen(self, listener: Listener) -> int:
+        """Offer `listener` every event after the cursor returned (events up to it have been
+        committed: `replay` reads those)."""
+        self._subscribers.add(listener)
+        return max(self.position, self.known)
+
+    async def replay(
+        self, where: EventFilter, after: int | None, until: int
+    ) -> AsyncIterator[EventRecord]:
+        """The log's events matching `where` in (after, until], checked for expiry now."""
+        if after is None or after >= until:
+            return _nothing()
+        pruned_through, first = await self.log.replay(after, BATCH, until, where)
+        if after < pruned_through:
+            raise CursorExpired(after, pruned_through)
+        return self._replayed(where, until, first)
+
+    async def _replayed(
+        self, where: EventFilter, until: int, batch: list[EventRecord]
+    ) -> AsyncGenerator[EventRecord, None]:
+        while True:
+            for event in batch:
+                yield event
+            if len(batch) < BATCH:
+                return
+            batch = await self.log.after(batch[-1].cursor, BATCH, until=until, where=where)
 
     async def open_stream(
         self, where: EventFilter, after: int | None
@@ -206,3 +249,8 @@ class EventHub:
             for subscriber in list(self._subscribers):
                 subscriber.offer(event)
             self.position = event.cursor
+
+
+async def _nothing() -> AsyncGenerator[EventRecord, None]:
+    return
+    yield
