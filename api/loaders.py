@@ -32,44 +32,45 @@ class Loaders:
 
     def __init__(self, reader: SessionReader) -> None:
         self.reader = reader
+        self._written: list[Written] = []
 
     @cached_property
     def session(self) -> DataLoader[str, SessionRecord | None]:
-        return Loader(self._sessions)
+        return self._primed("session", Loader(self._sessions))
 
     @cached_property
     def details(self) -> DataLoader[str, list[tuple[str, str]]]:
-        return Loader(_by_key(self.reader.details))
+        return self._primed("details", Loader(_by_key(self.reader.details)))
 
     @cached_property
     def streams(self) -> DataLoader[str, list[str]]:
-        return Loader(_by_key(self.reader.streams))
+        return self._primed("streams", Loader(_by_key(self.reader.streams)))
 
     @cached_property
     def children(self) -> DataLoader[str, list[str]]:
-        return Loader(_by_key(self.reader.children))
+        return self._primed("children", Loader(_by_key(self.reader.children)))
 
     @cached_property
     def parents(self) -> DataLoader[str, list[str]]:
-        return Loader(_by_key(self.reader.parents))
+        return self._primed("parents", Loader(_by_key(self.reader.parents)))
 
     @cached_property
     def walk(self) -> DataLoader[WalkKey, list[TreeNode]]:
         return Loader(self._walks)
 
     def prime(self, written: Written) -> None:
-        """What a mutation's transaction read or wrote, so that its answer needs no read."""
-        key = written.session.key
-        for session in (written.session, *written.others):
-            self.session.prime(session.key, session, force=True)
-        if written.details is not None:
-            self.details.prime(key, written.details, force=True)
-        if written.streams is not None:
-            self.streams.prime(key, written.streams, force=True)
-        if written.children is not None:
-            self.children.prime(key, written.children, force=True)
-        if written.parents is not None:
-            self.parents.prime(key, written.parents, force=True)
+        """What a mutation's transaction read or wrote, so that its answer needs no read. Each
+        loader takes its part when it is made: an answer selecting only the key makes none
+        (priming all five up front was a tenth of a create's CPU)."""
+        self._written.append(written)
+        for name in _PARTS:
+            if name in self.__dict__:  # made already
+                _prime(name, self.__dict__[name], written)
+
+    def _primed(self, name: str, loader: DataLoader[Any, Any]) -> DataLoader[Any, Any]:
+        for written in self._written:
+            _prime(name, loader, written)
+        return loader
 
     async def sessions(self, keys: Sequence[str]) -> list[SessionRecord | None]:
         """Many sessions through the session loader, batched with every other load."""
@@ -101,6 +102,21 @@ class Loaders:
             trees = await self.reader.walk(starts, direction, depth)
             found.update(((start, direction, depth), trees[start]) for start in starts)
         return [found[key] for key in keys]
+
+
+_PARTS = ("session", "details", "streams", "children", "parents")
+
+
+def _prime(name: str, loader: DataLoader[Any, Any], written: Written) -> None:
+    """Prime one loader with its part of what a mutation wrote (a part that is None was not
+    touched)."""
+    if name == "session":
+        for session in (written.session, *written.others):
+            loader.prime(session.key, session, force=True)
+        return
+    part = getattr(written, name)
+    if part is not None:
+        loader.prime(written.session.key, part, force=True)
 
 
 async def each(loader: DataLoader[K, V], keys: Sequence[K]) -> list[V]:
