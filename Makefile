@@ -32,7 +32,7 @@ test: $(VENV)/.installed-dev browser pgbouncer npm
 
 # The compiled-versus-graphql-core differential test with ten times CI's examples.
 differential: $(VENV)/.installed-dev
-	SESSION_SERVICE_TEST_DIFFERENTIAL_EXAMPLES=1200 $(BIN)/pytest tests/test_compiled.py $(PYTEST_ARGS)
+	SESSION_SERVICE_TEST_DIFFERENTIAL_EXAMPLES=1200 $(BIN)/pytest tests/test_compiled.py tests/test_variables.py $(PYTEST_ARGS)
 
 # The fuzzing of HTTP and graphql-transport-ws against a live server (tests/test_fuzz.py) with ten
 # times CI's examples, new ones each run (a few minutes).

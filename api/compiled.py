@@ -75,6 +75,7 @@ from api.queries import (
     read_snapshot,
 )
 from api.types import RECORD_FIELDS, check_depth, is_complete, reached
+from api.variables import Variables
 from models import Direction, SessionRecord, TreeNode, encode_cursor
 from models.queries import page_cursor
 
@@ -651,6 +652,7 @@ class Compiled:
     variables, or none at all when the planner does not know what it selects."""
 
     directive_variables: tuple[str, ...]
+    variables: Variables
     plannable: bool = True
     plans: dict[tuple[Any, ...], Plan] = field(default_factory=dict)
 
@@ -677,14 +679,16 @@ class Compiler:
         name = operation.name.value if operation.name else None
         compiled = plans.get(name)
         if compiled is None:
+            definitions = operation.variable_definitions or ()
             compiled = plans[name] = Compiled(
                 _directive_variables(document.definitions),
+                Variables(self.schema._schema, definitions),
                 plannable=operation.operation is not OperationType.SUBSCRIPTION,
             )
         if not compiled.plannable:
             STANDARD.inc()
             return None
-        variables = get_variable_values(
+        variables = compiled.variables.coerce(inputs or {}) or get_variable_values(
             self.schema._schema, operation.variable_definitions or (), inputs or {}
         )
         if not isinstance(variables, VariableValues):
