@@ -157,7 +157,11 @@ def _mutation(change: Callable[[Context, Any], Awaitable[Any]]) -> Load:
 
 
 async def _details(parents: list[SessionRecord], call: Call) -> list[Any]:
-    return await each(call.context.loaders.details, [parent.key for parent in parents])
+    loaders = call.context.loaders
+    read = loaders.details_read  # with their session: no loader needed
+    if all(parent.key in read for parent in parents):
+        return [read[parent.key] for parent in parents]
+    return await each(loaders.details, [parent.key for parent in parents])
 
 
 async def _detail(parents: list[SessionRecord], call: Call) -> list[Any]:

@@ -33,6 +33,9 @@ class Loaders:
     def __init__(self, reader: SessionReader) -> None:
         self.reader = reader
         self._written: list[Written] = []
+        # Read with their session (`load_with_details`): each loader takes them when made.
+        self._sessions_read: dict[str, SessionRecord | None] = {}
+        self.details_read: dict[str, list[tuple[str, str]]] = {}
 
     @cached_property
     def session(self) -> DataLoader[str, SessionRecord | None]:
@@ -68,6 +71,9 @@ class Loaders:
                 _prime(name, self.__dict__[name], written)
 
     def _primed(self, name: str, loader: DataLoader[Any, Any]) -> DataLoader[Any, Any]:
+        read: dict[str, Any] = {"session": self._sessions_read, "details": self.details_read}
+        for key, value in read.get(name, {}).items():
+            loader.prime(key, value)
         for written in self._written:
             _prime(name, loader, written)
         return loader
@@ -84,9 +90,15 @@ class Loaders:
         """The session, its details primed: one read where two batches would take two."""
         sessions, details = await self.reader.sessions_with_details([key])
         found = sessions.get(key)
-        self.session.prime(key, found)
+        if "session" in self.__dict__:
+            self.session.prime(key, found)
+        else:
+            self._sessions_read[key] = found
         if found is not None:
-            self.details.prime(key, details[key])
+            if "details" in self.__dict__:
+                self.details.prime(key, details[key])
+            else:
+                self.details_read[key] = details[key]
         return found
 
     async def _sessions(self, keys: Sequence[str]) -> list[SessionRecord | None]:
