@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.limits import error_body
 from api.metrics import REQUESTS_REFUSED
-from models.database import deadline, without_deadline
+from models.database import reset_deadline, set_deadline, without_deadline
 
 # Gives the current request's slot back (once).
 _RELEASE: ContextVar[Callable[[], None] | None] = ContextVar("admission_release", default=None)
@@ -54,10 +54,11 @@ class Admission:
                 self.in_flight -= 1
 
         token = _RELEASE.set(release)
+        bound = set_deadline(self.timeout)
         try:
-            with deadline(self.timeout):
-                await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
         finally:
+            reset_deadline(bound)
             _RELEASE.reset(token)
             release()
 

@@ -25,7 +25,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        declared = next(
+            (value for name, value in scope["headers"] if name == b"content-length"), b"0"
+        )
         if not declared.isdigit() or int(declared) > self.max_bytes:
             return await self._refuse(scope, receive, send)
         chunks: list[bytes] = []

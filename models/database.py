@@ -12,7 +12,7 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -477,11 +477,20 @@ def deadline(seconds: float) -> Iterator[None]:
     """Bound every use of a PostgreSQL connection in this block (and the tasks it starts) to end
     within `seconds` from now, all together: a request's database work, however many statements
     and connections it takes, fails as DatabaseUnavailable by then."""
-    token = _DEADLINE.set(asyncio.get_running_loop().time() + seconds)
+    token = set_deadline(seconds)
     try:
         yield
     finally:
-        _DEADLINE.reset(token)
+        reset_deadline(token)
+
+
+def set_deadline(seconds: float) -> Token[float | None]:
+    """`deadline` without a context manager, for the request path: reset with the token."""
+    return _DEADLINE.set(asyncio.get_running_loop().time() + seconds)
+
+
+def reset_deadline(token: Token[float | None]) -> None:
+    _DEADLINE.reset(token)
 
 
 @contextmanager
