@@ -1,10 +1,13 @@
-"""SQLite writes: the statements of a transaction go to aiosqlite's thread together."""
+"""Writes in few trips: on SQLite the statements of a transaction go to aiosqlite's thread
+together; on PostgreSQL plain INSERTs go as one statement of CTEs."""
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from models import Database
@@ -113,3 +116,89 @@ def test_a_write_that_raises_before_its_first_trip_sends_nothing(
 
     assert asyncio.run(run()) == 0
     assert _stored(tmp_path / "writes.db") == (0, 0, 0)
+
+
+def test_a_create_on_postgresql_is_four_round_trips(postgres: Any) -> None:
+    """BEGIN, the event-log lock, every INSERT with the log's UPDATE in one statement, COMMIT;
+    and what it stored is what a statement per INSERT stores."""
+    if postgres is None:
+        pytest.skip("PostgreSQL variant: set SESSION_SERVICE_TEST_POSTGRES_URL (.ci/run sets it)")
+    url = postgres.new()
+
+    async def run() -> tuple[int, list[Any], list[Any]]:
+        db = Database(url)
+        await db.migrate()
+        await db.fetch("SELECT 1")
+        trips = 0
+        original = (asyncpg.Connection.execute, asyncpg.Connection.fetch)
+
+        async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal trips
+            trips += 1
+            return await original[0](self, *args, **kwargs)
+
+        async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal trips
+            trips += 1
+            return await original[1](self, *args, **kwargs)
+
+        writer = SessionWriter(db, Limits())
+        parent, _ = await writer.create(NewSession(data_source="car-1"))
+        new = NewSession(
+            data_source="car-1",
+            details=[("a", "1"), ("b", "2")],
+            streams=["gps", "can"],
+            associate_keys=[parent.session.key],
+        )
+        asyncpg.Connection.execute, asyncpg.Connection.fetch = execute, fetch  # type: ignore[method-assign]
+        try:
+            written, _ = await writer.create(new)
+        finally:
+            asyncpg.Connection.execute, asyncpg.Connection.fetch = original  # type: ignore[method-assign]
+        key = written.session.key
+        details = await db.fetch(
+            "SELECT name, value FROM session_details WHERE session_key = ? ORDER BY name", key
+        )
+        events = await db.fetch("SELECT kind, session_key FROM session_events ORDER BY cursor")
+        await db.dispose()
+        return trips, [tuple(row) for row in details], [tuple(row) for row in events]
+
+    try:
+        trips, details, events = asyncio.run(run())
+    finally:
+        postgres.drop(url)
+    # BEGIN; the log's row and the associates (two reads); the INSERTs and UPDATE; COMMIT.
+    assert trips == 5
+    assert details == [("a", "1"), ("b", "2")]
+    assert [kind for kind, _ in events] == ["STARTED", "STARTED"]
+
+
+def test_a_failing_insert_among_combined_ones_rolls_back_everything(postgres: Any) -> None:
+    if postgres is None:
+        pytest.skip("PostgreSQL variant: set SESSION_SERVICE_TEST_POSTGRES_URL (.ci/run sets it)")
+    url = postgres.new()
+
+    async def run() -> int:
+        db = Database(url)
+        await db.migrate()
+        now = datetime.now(UTC)
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            async with db.write() as connection:
+                await connection.execute(
+                    "INSERT INTO sessions (key, data_source, type, version, identifier, "
+                    "utc_offset_seconds, status, created_at, updated_at, revision) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "k", "car-1", "Session", 1, "", 0, "LIVE", now, now, 1,
+                )  # fmt: skip
+                await connection.execute(
+                    "INSERT INTO session_details (session_key, name, value) VALUES (?, ?, ?)",
+                    "missing", "a", "1",
+                )  # fmt: skip
+        count = (await db.fetch("SELECT count(*) FROM sessions"))[0][0]
+        await db.dispose()
+        return int(count)
+
+    try:
+        assert asyncio.run(run()) == 0
+    finally:
+        postgres.drop(url)
