@@ -216,8 +216,13 @@ class GraphQLView(GraphQL[Context, None]):
             principal = await services.authenticator.identify(
                 None if authorization is None else authorization.decode("latin-1")
             )
+        except Unauthenticated as refused:  # answered as `_refuse` answers it, logged once
+            headers = {"www-authenticate": "Bearer"}
+            refusing = refusal(401, "UNAUTHENTICATED", refused.reason, **headers)
+            return await refusing(scope, replay, send)
+        try:
             data = orjson.loads(body)
-        except (Unauthenticated, orjson.JSONDecodeError):
+        except orjson.JSONDecodeError:
             return await self._http(scope, replay, send)
         if not _plain_parameters(data):
             return await self._http(scope, replay, send)
