@@ -3,6 +3,7 @@ socket path against the general one, and the metrics under churn."""
 
 import asyncio
 import json
+import socket
 import time
 from typing import Any
 
@@ -238,3 +239,40 @@ def test_the_mutation_is_answered_before_its_event_fans_out(settings: Settings) 
     when_answered, offered = asyncio.run(scenario())
     assert when_answered == []
     assert len(offered) == 1
+
+
+def test_churned_subscriptions_leave_no_audience_or_listener_behind(
+    client: Client, server: Any
+) -> None:
+    """Subscriptions that end every way a client can end one (complete, close, a dropped
+    connection, one socket with several subscriptions) leave nothing behind in the audiences
+    or the hub: only the steady subscriber's audience stays."""
+    services = server.services
+    by_source = """subscription S($dataSource: String) {
+      sessionEvents(dataSource: $dataSource) { cursor sessionKey } }"""
+    with Subscription(server.url, EVENTS) as steady:
+        assert _settled(client, "session_service_subscriptions", 1) == 1
+        assert (len(services.audiences), services.hub.listeners) == (1, 1)
+        for _ in range(3):
+            churners = [
+                Subscription(server.url, by_source, {"dataSource": f"car-{n}"}).__enter__()
+                for n in range(4)
+            ]
+            second = churners[3]
+            second.send({"id": "second", "type": "subscribe", "payload": {"query": EVENTS}})
+            assert _settled(client, "session_service_subscriptions", 6) == 6
+            assert (len(services.audiences), services.hub.listeners) == (5, 5)
+            key = client.create(dataSource="car-1")["key"]
+            assert steady.next()["sessionEvents"]["session"]["key"] == key
+            assert churners[1].next()["sessionEvents"]["sessionKey"] == key
+            churners[0].send({"id": churners[0].id, "type": "complete"})
+            churners[0].send({"type": "ping"})
+            assert churners[0].receive()["type"] == "pong"
+            assert churners[1].socket is not None
+            churners[1].socket.socket.shutdown(socket.SHUT_RDWR)  # no close frame
+            for churner in churners:
+                churner.__exit__(None, None, None)
+        assert _settled(client, "session_service_subscriptions", 1) == 1
+        assert (len(services.audiences), services.hub.listeners) == (1, 1)
+    assert _settled(client, "session_service_subscriptions", 0) == 0
+    assert (len(services.audiences), services.hub.listeners) == (0, 0)
