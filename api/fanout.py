@@ -77,6 +77,7 @@ class SocketTransport:
     """graphql-transport-ws: `next` messages on the WebSocket, 1013 or 1012 to end."""
 
     CODES = {Ending.LAGGING: TRY_AGAIN_LATER, Ending.RESTARTING: SERVICE_RESTART}
+    __slots__ = ("_hand_over", "frame_key", "id", "send", "websocket")
 
     def __init__(self, id: str, websocket: Any, hand_over: Callable[[str, "Member"], None]) -> None:
         self.id = id
@@ -197,7 +198,8 @@ async def _finish(coroutine: Coroutine[Any, Any, None], yielded: Any) -> None:
 
 class Member:
     """One subscription in an audience: its transport, the newest cursor it has been given,
-    and a bounded backlog for while it cannot be written to at once (replaying, paused)."""
+    and a bounded backlog of frames for while it cannot be written to at once (replaying,
+    paused). The backlog exists only while it holds frames: most members never need one."""
 
     __slots__ = (
         "after",
@@ -215,7 +217,7 @@ class Member:
         self.audience = audience
         self.transport = transport
         self.after = after
-        self.backlog: deque[tuple[EventRecord, str]] = deque()
+        self.backlog: deque[str] | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.ending: tuple[Ending, str] | None = None
         # Written to from the fan-out itself: no task of its own (a socket that takes frames).
@@ -242,10 +244,13 @@ class Member:
             self.direct = False
             self._spawn(self._resume(sending, yielded))
             return 1
-        if len(self.backlog) >= self.audience.capacity:
+        backlog = self.backlog
+        if backlog is None:
+            backlog = self.backlog = deque()
+        elif len(backlog) >= self.audience.capacity:
             self.end(Ending.LAGGING, _lagging(self.audience.capacity))
             return 0
-        self.backlog.append((event, frame))
+        backlog.append(frame)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
         return 0
@@ -260,20 +265,27 @@ class Member:
     async def catch_up(self) -> None:
         """Writes the backlog, then lets the fan-out write directly (no await between the
         backlog's last frame and that switch, so nothing can slip between)."""
-        while self.backlog and self.ending is None:
-            await self.transport.send(self.backlog.popleft()[1])
+        while self.ending is None and (frame := self._backlogged()) is not None:
+            await self.transport.send(frame)
             EVENTS_DELIVERED.inc()
         if self.ending is None:
             self.direct = True
+
+    def _backlogged(self) -> str | None:
+        """The backlog's next frame; when it has none, the backlog goes."""
+        if self.backlog:
+            return self.backlog.popleft()
+        self.backlog = None
+        return None
 
     async def serve(self) -> Ending | None:
         """The general path, for transports that cannot be written to without a task: writes
         the backlog as it fills, until the member ends."""
         while self.ending is None:
-            while self.backlog and self.ending is None:
-                await self.transport.send(self.backlog.popleft()[1])
+            if (frame := self._backlogged()) is not None:
+                await self.transport.send(frame)
                 EVENTS_DELIVERED.inc()
-            if self.ending is None and not self.backlog:
+            else:
                 self.waiter = asyncio.get_running_loop().create_future()
                 try:
                     await self.waiter
@@ -287,7 +299,7 @@ class Member:
         if self.ending is not None:
             return
         self.ending = (ending, reason)
-        self.backlog.clear()
+        self.backlog = None
         if ending is Ending.LAGGING:
             SUBSCRIBERS_DROPPED.inc()
         if self.handed:
