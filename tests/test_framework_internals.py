@@ -11,9 +11,7 @@ import pytest
 import uvicorn
 from graphql import parse
 from graphql.execution import Executor, execute_subscription_event
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.types import Receive, Scope, Send
 from strawberry.http import process_result
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
@@ -71,46 +69,53 @@ def test_the_strawberry_parts_the_fast_path_answers_with() -> None:
 
 
 class SendingEndpoint:
-    """A WebSocket endpoint that steps its sends by hand, as api/fanout.py's Member.offer does,
-    and notes how each went."""
+    """A WebSocket ASGI app that steps the server's sends by hand, as api/fanout.py's
+    Member.offer does, and notes how each went."""
 
     def __init__(self) -> None:
         self.steps: list[str] = []
         self.finished = threading.Event()
 
-    async def serve(self, websocket: WebSocket) -> None:
-        await websocket.accept()
-        sending = websocket.send_text("small")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "websocket"
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+
+        def text(frame: str) -> Any:
+            return send({"type": "websocket.send", "text": frame})
+
+        sending = text("small")
         try:
-            sending.send(None)  # type: ignore[attr-defined]
+            sending.send(None)
         except StopIteration:
             self.steps.append("written at once")
         else:
             self.steps.append("suspended while writable")
-            sending.close()  # type: ignore[attr-defined]
+            sending.close()
         # The client reads nothing until it has "paused": frames until the transport pauses.
         big = "x" * (1 << 20)
         for _ in range(64):
-            sending = websocket.send_text(big)
+            sending = text(big)
             try:
-                yielded = sending.send(None)  # type: ignore[attr-defined]
+                yielded = sending.send(None)
             except StopIteration:
                 continue
             self.steps.append("paused")
             await _finish(sending, yielded)  # completes once the client reads
             self.steps.append("resumed")
             break
-        await websocket.send_text("end")
+        await text("end")
         self.finished.set()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
 
 
 @pytest.fixture
 def sending_server() -> Iterator[tuple[str, SendingEndpoint]]:
     """The endpoint, served by uvicorn with the service's own WebSocket options."""
     endpoint = SendingEndpoint()
-    app = Starlette(routes=[WebSocketRoute("/ws", endpoint.serve)])
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", **server_options(Settings())
+        endpoint, host="127.0.0.1", port=0, log_level="warning", **server_options(Settings())
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -129,7 +134,7 @@ def test_uvicorn_writes_a_frame_within_the_send_call_and_suspends_only_when_paus
     sending_server: tuple[str, SendingEndpoint],
 ) -> None:
     """api/fanout.py steps each socket's send once, from the fan-out itself: it relies on
-    Starlette's and uvicorn's WebSocket send (the websockets-sansio protocol) writing the frame
+    uvicorn's ASGI send for a WebSocket (the websockets-sansio protocol) writing the frame
     without suspending while the transport is writable, and suspending, to finish later, only
     while it is paused. A send that always suspended would cost a task per frame; one that
     never did would buffer without bound."""
