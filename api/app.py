@@ -154,9 +154,15 @@ class Service(Starlette):
         if scope["type"] == "http" and scope["path"] == "/graphql":
             scope["app"] = self
             return await self.state.graphql(scope, receive, send)
-        if scope["type"] == "websocket":
-            scope[SERVER_SEND] = send
-        return await super().__call__(scope, receive, send)
+        if scope["type"] != "websocket":
+            return await super().__call__(scope, receive, send)
+        # The scope is the server's, and `send` is bound to its connection: taken out again at
+        # the end, or connection and scope would hold each other until a full collection.
+        scope[SERVER_SEND] = send
+        try:
+            return await super().__call__(scope, receive, send)
+        finally:
+            del scope[SERVER_SEND]
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
