@@ -17,6 +17,7 @@ from api.auth import Authenticator, identified
 from api.config import Settings, check, load_settings
 from api.context import Services
 from api.dashboard import DASHBOARD_ROUTES
+from api.fanout import SERVER_SEND
 from api.graphiql import graphiql_routes
 from api.health import healthz, readyz
 from api.identity import IdentityProviders
@@ -146,13 +147,22 @@ class Service(Starlette):
     """Starlette, with HTTP requests to /graphql sent straight to the view behind the body
     limit and admission control:
     Starlette's error and exception middleware and its router cost about a sixth of a small
-    query's CPU, and the view answers every request itself (tests/test_fast_path.py)."""
+    query's CPU, and the view answers every request itself (tests/test_fast_path.py). A
+    WebSocket's scope keeps the server's own send, which the fan-out writes frames to."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/graphql":
             scope["app"] = self
             return await self.state.graphql(scope, receive, send)
-        return await super().__call__(scope, receive, send)
+        if scope["type"] != "websocket":
+            return await super().__call__(scope, receive, send)
+        # The scope is the server's, and `send` is bound to its connection: taken out again at
+        # the end, or connection and scope would hold each other until a full collection.
+        scope[SERVER_SEND] = send
+        try:
+            return await super().__call__(scope, receive, send)
+        finally:
+            del scope[SERVER_SEND]
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from inspect import isawaitable
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
 import orjson
 import strawberry
@@ -50,6 +50,10 @@ SERVICE_RESTART = 1012
 
 AudienceKey = tuple[str, str | None, str, frozenset[str] | None]
 
+# Where api/app.py keeps the server's own ASGI `send` in a WebSocket's scope: frames written
+# there skip Starlette's WebSocket and exception-handler layers, a tenth of each frame's CPU.
+SERVER_SEND = "session_service.server_send"
+
 
 class Ending(enum.Enum):
     """Why a subscription ends before its client asked: either way the client resumes by cursor."""
@@ -67,7 +71,7 @@ class Transport(Protocol):
     # Members whose frames for an event are the same text share this key.
     frame_key: str
 
-    async def send(self, frame: str) -> None: ...
+    def send(self, frame: str) -> Coroutine[Any, Any, None]: ...
 
     async def end(self, ending: Ending, reason: str) -> None:
         """End the stream so that the client comes back and resumes after its last cursor."""
@@ -77,13 +81,21 @@ class SocketTransport:
     """graphql-transport-ws: `next` messages on the WebSocket, 1013 or 1012 to end."""
 
     CODES = {Ending.LAGGING: TRY_AGAIN_LATER, Ending.RESTARTING: SERVICE_RESTART}
+    __slots__ = ("_hand_over", "_server_send", "frame_key", "id", "websocket")
 
     def __init__(self, id: str, websocket: Any, hand_over: Callable[[str, "Member"], None]) -> None:
         self.id = id
         self.frame_key = '{"id":%s,"type":"next","payload":' % json.dumps(id)
         self.websocket = websocket
-        self.send = websocket.send_text
+        self._server_send = websocket.scope.get(SERVER_SEND)
         self._hand_over = hand_over
+
+    def send(self, frame: str) -> Coroutine[Any, Any, None]:
+        if self._server_send is None:
+            return cast(Coroutine[Any, Any, None], self.websocket.send_text(frame))
+        return cast(
+            Coroutine[Any, Any, None], self._server_send({"type": "websocket.send", "text": frame})
+        )
 
     def detach(self, member: "Member") -> None:
         """The handler keeps the subscription from now on, not Strawberry's operation."""
@@ -197,7 +209,8 @@ async def _finish(coroutine: Coroutine[Any, Any, None], yielded: Any) -> None:
 
 class Member:
     """One subscription in an audience: its transport, the newest cursor it has been given,
-    and a bounded backlog for while it cannot be written to at once (replaying, paused)."""
+    and a bounded backlog of frames for while it cannot be written to at once (replaying,
+    paused). The backlog exists only while it holds frames: most members never need one."""
 
     __slots__ = (
         "after",
@@ -215,7 +228,7 @@ class Member:
         self.audience = audience
         self.transport = transport
         self.after = after
-        self.backlog: deque[tuple[EventRecord, str]] = deque()
+        self.backlog: deque[str] | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.ending: tuple[Ending, str] | None = None
         # Written to from the fan-out itself: no task of its own (a socket that takes frames).
@@ -232,7 +245,7 @@ class Member:
         if self.direct:
             sending = self.transport.send(frame)
             try:
-                yielded = sending.send(None)  # type: ignore[attr-defined]
+                yielded = sending.send(None)
             except StopIteration:
                 return 1
             except GONE:
@@ -242,10 +255,13 @@ class Member:
             self.direct = False
             self._spawn(self._resume(sending, yielded))
             return 1
-        if len(self.backlog) >= self.audience.capacity:
+        backlog = self.backlog
+        if backlog is None:
+            backlog = self.backlog = deque()
+        elif len(backlog) >= self.audience.capacity:
             self.end(Ending.LAGGING, _lagging(self.audience.capacity))
             return 0
-        self.backlog.append((event, frame))
+        backlog.append(frame)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
         return 0
@@ -260,20 +276,27 @@ class Member:
     async def catch_up(self) -> None:
         """Writes the backlog, then lets the fan-out write directly (no await between the
         backlog's last frame and that switch, so nothing can slip between)."""
-        while self.backlog and self.ending is None:
-            await self.transport.send(self.backlog.popleft()[1])
+        while self.ending is None and (frame := self._backlogged()) is not None:
+            await self.transport.send(frame)
             EVENTS_DELIVERED.inc()
         if self.ending is None:
             self.direct = True
+
+    def _backlogged(self) -> str | None:
+        """The backlog's next frame; when it has none, the backlog goes."""
+        if self.backlog:
+            return self.backlog.popleft()
+        self.backlog = None
+        return None
 
     async def serve(self) -> Ending | None:
         """The general path, for transports that cannot be written to without a task: writes
         the backlog as it fills, until the member ends."""
         while self.ending is None:
-            while self.backlog and self.ending is None:
-                await self.transport.send(self.backlog.popleft()[1])
+            if (frame := self._backlogged()) is not None:
+                await self.transport.send(frame)
                 EVENTS_DELIVERED.inc()
-            if self.ending is None and not self.backlog:
+            else:
                 self.waiter = asyncio.get_running_loop().create_future()
                 try:
                     await self.waiter
@@ -287,7 +310,7 @@ class Member:
         if self.ending is not None:
             return
         self.ending = (ending, reason)
-        self.backlog.clear()
+        self.backlog = None
         if ending is Ending.LAGGING:
             SUBSCRIBERS_DROPPED.inc()
         if self.handed:

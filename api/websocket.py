@@ -75,6 +75,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
+        # Strawberry's timeout task would sleep out its time on every acknowledged connection
+        # (about 1 KB and a timer each, while thousands connect at once).
+        waiting = self.connection_init_timeout_task
+        if self.connection_acknowledged and waiting is not None:
+            waiting.cancel()
+            self.connection_init_timeout_task = None
         expires_at = self.context.principal.expires_at
         if self.connection_acknowledged and expires_at is not None and self._expiry is None:
             self._expiry = asyncio.create_task(self._close_at(expires_at))

@@ -157,6 +157,11 @@ class EventHub:
     def unsubscribe(self, subscriber: Listener) -> None:
         self._subscribers.discard(subscriber)
 
+    @property
+    def listeners(self) -> int:
+        """How many listeners the hub offers events to now (audiences, streams)."""
+        return len(self._subscribers)
+
     def listen(self, listener: Listener) -> int:
         """Offer `listener` every event after the cursor returned (events up to it have been
         committed: `replay` reads those)."""

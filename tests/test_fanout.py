@@ -1,14 +1,22 @@
 """The fan-out (api/fanout.py): audiences shared across cursors but never across scopes, the
 socket path against the general one, and the metrics under churn."""
 
+import asyncio
 import json
+import socket
 import time
 from typing import Any
 
 import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
+from api import Settings, create_app
 from api.auth import Token
-from tests.client import Client, Subscription
+from models import EventRecord
+from tests.client import CREATE, Client, Subscription
 
 EVENTS = """
 subscription Events($after: String) {
@@ -116,3 +124,155 @@ def test_metrics_stay_right_under_churn(client: Client, server: Any) -> None:
         # Each event to the steady subscriber and to the one churner open at the time.
         assert client.metrics()[delivered] == before + 2 * len(keys)
     assert _settled(client, gauge, 0) == 0
+
+
+HEAVY = """
+subscription Events($after: String) {
+  sessionEvents(after: $after) { cursor session { key details { name value } } }
+}"""
+# About 60 KB an event: the server's send buffer grows to 4 MB (tcp_wmem) before its
+# transport pauses.
+BLOB = [{"name": f"blob{n}", "value": "x" * 4000} for n in range(15)]
+
+
+def test_a_paused_socket_falls_behind_alone_and_resumes_by_cursor(make_server: Any) -> None:
+    """A client that stops reading fills its socket's buffers until the server's transport
+    pauses: that member's frames then go to its bounded backlog (the audience's other member,
+    on the same document, is written to as before), and past the bound it is closed with 1013.
+    What it did receive is contiguous, and resuming after its last cursor brings the rest."""
+    server = make_server(subscriber_queue_size=20, websocket_ping_interval_seconds=300)
+    ws_url = server.url.replace("http://", "ws://") + "/graphql"
+    with (
+        Client(server.url) as writer,
+        connect(
+            ws_url,
+            subprotocols=[Subprotocol("graphql-transport-ws")],
+            ping_interval=None,  # a client that stops reading cannot answer pings either
+            max_queue=1,  # the client library reads only what the test asks for
+        ) as slow,
+        Subscription(server.url, HEAVY) as fast,
+    ):
+        slow.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(slow.recv(timeout=10))["type"] == "connection_ack"
+        slow.send(json.dumps({"id": "slow", "type": "subscribe", "payload": {"query": HEAVY}}))
+        slow.send(json.dumps({"type": "ping"}))
+        assert json.loads(slow.recv(timeout=10))["type"] == "pong"
+        # The slow socket reads nothing from here on; the other keeps up with every event.
+        keys = []
+        for _ in range(200):
+            keys.append(writer.create(dataSource="car-1", details=BLOB)["key"])
+            assert fast.next()["sessionEvents"]["session"]["key"] == keys[-1]
+        received: list[dict[str, Any]] = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while len(received) <= len(keys):
+                received.append(json.loads(slow.recv(timeout=10)))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        events = [message["payload"]["data"]["sessionEvents"] for message in received]
+        assert all(message["type"] == "next" for message in received)
+        assert 0 < len(events) < len(keys), "the slow socket was never paused"
+        assert [event["session"]["key"] for event in events] == keys[: len(events)]
+
+    with Subscription(server.url, HEAVY, {"after": events[-1]["cursor"]}) as resumed:
+        rest = [resumed.next()["sessionEvents"]["session"]["key"] for _ in keys[len(events) :]]
+        assert rest == keys[len(events) :]
+        assert resumed.nothing_within(0.3)
+
+
+class Recorder:
+    """A hub listener (models/hub.py's Listener) that notes the cursors it is offered."""
+
+    def __init__(self) -> None:
+        self.offered: list[int] = []
+        self.first = asyncio.get_running_loop().create_future()
+
+    def offer(self, event: EventRecord) -> None:
+        self.offered.append(event.cursor)
+        if not self.first.done():
+            self.first.set_result(None)
+
+    def fail(self, error: Exception) -> None:
+        pass
+
+
+def test_the_mutation_is_answered_before_its_event_fans_out(settings: Settings) -> None:
+    """The response's last byte goes to the server before the hub offers the commit's event
+    to any listener: with thousands of subscribers, the fan-out never delays the answer."""
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            recorder = Recorder()
+            app.state.services.hub.listen(recorder)
+            body = json.dumps({"query": CREATE, "variables": {"input": {"dataSource": "car-1"}}})
+            requests = [{"type": "http.request", "body": body.encode(), "more_body": False}]
+            offered_when_answered: list[int] = []
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return requests.pop(0)
+
+            async def send(message: Any) -> None:
+                sent.append(message)
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    offered_when_answered.extend(recorder.offered)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/graphql",
+                "raw_path": b"/graphql",
+                "root_path": "",
+                "query_string": b"",
+                "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+                "client": ("127.0.0.1", 50000),
+                "server": ("127.0.0.1", 8000),
+            }
+            await app(scope, receive, send)
+            assert sent[0]["status"] == 200, sent
+            assert b"SessionCreated" in b"".join(m.get("body", b"") for m in sent[1:]), sent
+            await asyncio.wait_for(recorder.first, 10)
+            return offered_when_answered, recorder.offered
+
+    when_answered, offered = asyncio.run(scenario())
+    assert when_answered == []
+    assert len(offered) == 1
+
+
+def test_churned_subscriptions_leave_no_audience_or_listener_behind(
+    client: Client, server: Any
+) -> None:
+    """Subscriptions that end every way a client can end one (complete, close, a dropped
+    connection, one socket with several subscriptions) leave nothing behind in the audiences
+    or the hub: only the steady subscriber's audience stays."""
+    services = server.services
+    by_source = """subscription S($dataSource: String) {
+      sessionEvents(dataSource: $dataSource) { cursor sessionKey } }"""
+    with Subscription(server.url, EVENTS) as steady:
+        assert _settled(client, "session_service_subscriptions", 1) == 1
+        assert (len(services.audiences), services.hub.listeners) == (1, 1)
+        for _ in range(3):
+            churners = [
+                Subscription(server.url, by_source, {"dataSource": f"car-{n}"}).__enter__()
+                for n in range(4)
+            ]
+            second = churners[3]
+            second.send({"id": "second", "type": "subscribe", "payload": {"query": EVENTS}})
+            assert _settled(client, "session_service_subscriptions", 6) == 6
+            assert (len(services.audiences), services.hub.listeners) == (5, 5)
+            key = client.create(dataSource="car-1")["key"]
+            assert steady.next()["sessionEvents"]["session"]["key"] == key
+            assert churners[1].next()["sessionEvents"]["sessionKey"] == key
+            churners[0].send({"id": churners[0].id, "type": "complete"})
+            churners[0].send({"type": "ping"})
+            assert churners[0].receive()["type"] == "pong"
+            assert churners[1].socket is not None
+            churners[1].socket.socket.shutdown(socket.SHUT_RDWR)  # no close frame
+            for churner in churners:
+                churner.__exit__(None, None, None)
+        assert _settled(client, "session_service_subscriptions", 1) == 1
+        assert (len(services.audiences), services.hub.listeners) == (1, 1)
+    assert _settled(client, "session_service_subscriptions", 0) == 0
+    assert (len(services.audiences), services.hub.listeners) == (0, 0)

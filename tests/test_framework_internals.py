@@ -1,19 +1,30 @@
 """The framework internals api/ relies on, each pinned in pyproject.toml: these fail when an
 upgrade moves one, before a subscriber or a request notices."""
 
+import threading
+import time
+from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
+import pytest
+import uvicorn
 from graphql import parse
 from graphql.execution import Executor, execute_subscription_event
+from starlette.types import Receive, Scope, Send
 from strawberry.http import process_result
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
+from websockets.sync.client import connect
 
 from api import Settings
+from api.app import server_options
 from api.executor import PerEventExecutor
+from api.fanout import _finish
 from api.schema import build_schema
+from tests.client import Client, Subscription
 
 SUBSCRIPTION = "subscription { sessionEvents { cursor } }"
 
@@ -55,3 +66,105 @@ def test_the_strawberry_parts_the_fast_path_answers_with() -> None:
         OperationType.SUBSCRIPTION
     ).as_http_error_reason("POST")
     assert CannotGetOperationTypeError("X").as_http_error_reason()
+
+
+class SendingEndpoint:
+    """A WebSocket ASGI app that steps the server's sends by hand, as api/fanout.py's
+    Member.offer does, and notes how each went."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.finished = threading.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "websocket"
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+
+        def text(frame: str) -> Any:
+            return send({"type": "websocket.send", "text": frame})
+
+        sending = text("small")
+        try:
+            sending.send(None)
+        except StopIteration:
+            self.steps.append("written at once")
+        else:
+            self.steps.append("suspended while writable")
+            sending.close()
+        # The client reads nothing until it has "paused": frames until the transport pauses.
+        big = "x" * (1 << 20)
+        for _ in range(64):
+            sending = text(big)
+            try:
+                yielded = sending.send(None)
+            except StopIteration:
+                continue
+            self.steps.append("paused")
+            await _finish(sending, yielded)  # completes once the client reads
+            self.steps.append("resumed")
+            break
+        await text("end")
+        self.finished.set()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+
+@pytest.fixture
+def sending_server() -> Iterator[tuple[str, SendingEndpoint]]:
+    """The endpoint, served by uvicorn with the service's own WebSocket options."""
+    endpoint = SendingEndpoint()
+    config = uvicorn.Config(
+        endpoint, host="127.0.0.1", port=0, log_level="warning", **server_options(Settings())
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"ws://127.0.0.1:{port}/ws", endpoint
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_uvicorn_writes_a_frame_within_the_send_call_and_suspends_only_when_paused(
+    sending_server: tuple[str, SendingEndpoint],
+) -> None:
+    """api/fanout.py steps each socket's send once, from the fan-out itself: it relies on
+    uvicorn's ASGI send for a WebSocket (the websockets-sansio protocol) writing the frame
+    without suspending while the transport is writable, and suspending, to finish later, only
+    while it is paused. A send that always suspended would cost a task per frame; one that
+    never did would buffer without bound."""
+    url, endpoint = sending_server
+    with connect(url, max_queue=1) as client:
+        first = client.recv(timeout=10)
+        assert endpoint.steps[:1] == ["written at once"]
+        assert first == "small"
+        # Nothing more is read until the server's transport has paused.
+        deadline = time.monotonic() + 30
+        while "paused" not in endpoint.steps and not endpoint.finished.is_set():
+            assert time.monotonic() < deadline, endpoint.steps
+            time.sleep(0.01)
+        while (message := client.recv(timeout=10)) != "end":
+            assert len(message) == 1 << 20
+    assert endpoint.finished.wait(10)
+    assert endpoint.steps == ["written at once", "paused", "resumed"]
+
+
+def test_strawberry_sends_an_operations_complete_through_send_message(
+    client: Client, server: Any
+) -> None:
+    """api/websocket.py's handler keeps a handed-over subscription under its id and holds back
+    the `complete` that Strawberry's operation then sends, by overriding send_message: the
+    operation must send it that way (Operation.send_operation_message), or the client would
+    see its live subscription end."""
+    with Subscription(server.url, SUBSCRIPTION) as subscription:
+        # The first event may reach it before the hand-over, the second after.
+        for _ in range(2):
+            client.create()
+            assert subscription.next()["sessionEvents"]["cursor"]
+        subscription.send({"type": "ping"})
+        assert subscription.message() == {"type": "pong"}
