@@ -90,16 +90,17 @@ class Loaders:
         """The session, its details primed: one read where two batches would take two."""
         sessions, details = await self.reader.sessions_with_details([key])
         found = sessions.get(key)
-        if "session" in self.__dict__:
-            self.session.prime(key, found)
-        else:
-            self._sessions_read[key] = found
+        self._keep("session", self._sessions_read, key, found)
         if found is not None:
-            if "details" in self.__dict__:
-                self.details.prime(key, details[key])
-            else:
-                self.details_read[key] = details[key]
+            self._keep("details", self.details_read, key, details[key])
         return found
+
+    def _keep(self, name: str, read: dict[str, Any], key: str, value: Any) -> None:
+        """A value read for a loader: primed into it if made, else kept until it is."""
+        if name in self.__dict__:
+            self.__dict__[name].prime(key, value)
+        else:
+            read[key] = value
 
     async def _sessions(self, keys: Sequence[str]) -> list[SessionRecord | None]:
         found = await self.reader.sessions(keys)
