@@ -259,8 +259,15 @@ class Database:
     """The connections of one process. Writes are serialised: on SQLite by one writer
     connection behind a lock, in `BEGIN IMMEDIATE` (concurrent writers gave second-long tails
     and "database is locked"), on PostgreSQL by the event-log row lock every write takes first.
-    Reads run on a few connections of their own, each statement in its own snapshot unless a
-    `snapshot` transaction groups them."""
+    Reads run on connections of their own, each statement in its own snapshot unless a
+    `snapshot` transaction groups them.
+
+    On SQLite every read outside a snapshot goes to one shared connection, never checked out:
+    aiosqlite's thread runs the statements one after another as they come, as the raw
+    baseline's one connection does. Checked out, two connections answered Q1 at about half the
+    rate (bench/REPORT.md): a read waited for a free connection, then the event loop for the
+    connection's thread, and three threads took turns at the GIL instead of two. A snapshot
+    checks out a connection of its own (`snapshot_connections` of them)."""
 
     def __init__(
         self,
@@ -268,7 +275,7 @@ class Database:
         *,
         busy_timeout_ms: int = 10_000,
         pool_size: int = 10,
-        read_connections: int = 2,
+        snapshot_connections: int = 2,
         timeout: float = 10,
         max_waiting: int = 100,
         pooler: Pooler = "none",
@@ -277,7 +284,7 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.busy_timeout_ms = busy_timeout_ms
         self.pool_size = pool_size
-        self.read_connections = read_connections
+        self.snapshot_connections = snapshot_connections
         # PostgreSQL: the most a use of a connection may take, from the wait for it to its
         # release, and how many operations may wait for one (beyond: DatabaseUnavailable).
         self.timeout = timeout
@@ -289,6 +296,8 @@ class Database:
         self._opening = asyncio.Lock()
         self._ready = False
         self._pool: asyncpg.Pool | None = None
+        # SQLite: the shared read connection, and those that snapshots check out.
+        self._statements: _SQLite | None = None
         self._readers: asyncio.LifoQueue[_SQLite] = asyncio.LifoQueue()
         self._sqlite: list[aiosqlite.Connection] = []
         self._writer: _SQLiteWriter | None = None
@@ -307,50 +316,43 @@ class Database:
             async with self._pooled() as driver:
                 yield _Postgres(self, driver)
             return
-        connection = await self._reader()
-        try:
-            yield connection
-        finally:
-            self._readers.put_nowait(connection)
-
-    async def _reader(self) -> "_SQLite":
-        """A SQLite read connection; most often one is idle, and taking it needs no wait."""
-        try:
-            return self._readers.get_nowait()
-        except asyncio.QueueEmpty:
-            return await self._readers.get()
+        assert self._statements is not None  # opened above
+        yield self._statements
 
     async def fetch(self, sql: str, *params: Any) -> list[Row]:
-        """One read statement on any read connection: on SQLite without `read()`'s context
-        manager, which cost as much as the rest of taking a connection."""
-        if self._ready and self._pool is None:
-            reader = await self._reader()
-            try:
-                return await reader.fetch(sql, *params)
-            finally:
-                self._readers.put_nowait(reader)
+        """One read statement: on SQLite without `read()`'s context manager, which cost as
+        much as the rest of the read."""
+        if self._statements is not None:
+            return await self._statements.fetch(sql, *params)
         async with self.read() as connection:
             return await connection.fetch(sql, *params)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Connection]:
         """A read-only transaction: every statement in it sees one moment."""
-        async with self.read() as connection:
-            if isinstance(connection, _Postgres):
-                async with connection.driver.transaction(
-                    isolation="repeatable_read", readonly=True
-                ):
-                    yield connection
-                return
+        if not self._ready:
+            await self._open()
+        if self._pool is not None:
+            async with self._pooled() as driver:
+                async with driver.transaction(isolation="repeatable_read", readonly=True):
+                    yield _Postgres(self, driver)
+            return
+        try:  # most often one is idle, and taking it needs no wait
+            connection = self._readers.get_nowait()
+        except asyncio.QueueEmpty:
+            connection = await self._readers.get()
+        try:
+            await connection.execute("BEGIN")
+            yield connection
+        finally:
+            # Even when cancelled during BEGIN (which aiosqlite's thread still runs), and
+            # shielded: graphql-core cancels the siblings of a field whose error nulls their
+            # parent, and a connection that went back to the pool inside its transaction
+            # failed every later snapshot on it. Queued before the pool hands it out again.
             try:
-                await connection.execute("BEGIN")
-                yield connection
-            finally:
-                # Even when cancelled during BEGIN (which aiosqlite's thread still runs), and
-                # shielded: graphql-core cancels the siblings of a field whose error nulls their
-                # parent, and a reader that went back to the pool inside its transaction failed
-                # every later snapshot on it. Queued before the pool hands the connection out.
                 await asyncio.shield(_end_snapshot(connection))
+            finally:
+                self._readers.put_nowait(connection)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
@@ -451,7 +453,8 @@ class Database:
                 return
             if self.is_sqlite:
                 path = make_url(self.url).database or ":memory:"
-                for _ in range(self.read_connections):
+                self._statements = _SQLite(self, await self._connect_sqlite(path))
+                for _ in range(self.snapshot_connections):
                     self._readers.put_nowait(_SQLite(self, await self._connect_sqlite(path)))
                 self._writer = _SQLiteWriter(self, await self._connect_sqlite(path))
                 if path != ":memory:":
@@ -533,6 +536,7 @@ class Database:
             if self._versions is not None:
                 self._versions.close()
                 self._versions = None
+            self._statements = None
             self._readers = asyncio.LifoQueue()
             self._writer = None
             self._ready = False
