@@ -18,18 +18,45 @@ import orjson
 from api.metrics import CACHE_EVICTIONS, CACHE_HITS, CACHE_MISSES
 from api.principal import Principal
 
+# What is asked (document, operation, variables), then who asks (role, scope).
+Asked = tuple[str, str | None, bytes]
 Key = tuple[str, str | None, bytes, Any, Any]
 
 
-def cache_key(
-    query: str, operation: str | None, variables: dict[str, Any] | None, caller: Principal
-) -> Key | None:
-    """The entry's key, or None for variables that have no one encoding (not JSON-typed)."""
+def asked(query: str, operation: str | None, variables: dict[str, Any] | None) -> Asked | None:
+    """What a request asks, or None for variables that have no one encoding (not JSON-typed)."""
     try:
         encoded = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
-    return (query, operation, encoded, caller.role, caller.data_sources)
+    return (query, operation, encoded)
+
+
+def cache_key(question: Asked, caller: Principal) -> Key:
+    return (*question, caller.role, caller.data_sources)
+
+
+class Known:
+    """Plain request bodies seen before, with what each asks and its operation's name: a body
+    met again is answered from the cache without being decoded, checked or keyed afresh. The
+    body's bytes say everything the key holds but the caller, which is added on each request.
+    Bounded by count, oldest first out; long bodies are not kept."""
+
+    MAX_BODIES = 1024
+    MAX_BODY_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._bodies: dict[bytes, tuple[Asked, str | None]] = {}
+
+    def get(self, body: bytes) -> tuple[Asked, str | None] | None:
+        return self._bodies.get(body)
+
+    def add(self, body: bytes, question: Asked, name: str | None) -> None:
+        if len(body) > self.MAX_BODY_BYTES or body in self._bodies:
+            return
+        if len(self._bodies) >= self.MAX_BODIES:
+            del self._bodies[next(iter(self._bodies))]
+        self._bodies[body] = (question, name)
 
 
 class ResponseCache:
@@ -51,6 +78,7 @@ class ResponseCache:
         self.hit_rate = 1.0  # a moving average over about the last 32 lookups
         self._requests = 0
         self._entries: OrderedDict[Key, tuple[int, bytes]] = OrderedDict()
+        self.known = Known()
 
     def worth_asking(self) -> bool:
         """Whether this request should read the data version and use the cache."""

@@ -19,8 +19,8 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.graphql import OperationType
 
 from api.auth import NOBODY, OPEN, Unauthenticated
-from api.cache import Key, cache_key
-from api.context import Context, Services
+from api.cache import Key, asked, cache_key
+from api.context import Context, Services, new_request_id
 from api.errors import ApiError
 from api.extension import observe
 from api.graphiql import graphiql_page
@@ -220,6 +220,22 @@ class GraphQLView(GraphQL[Context, None]):
             headers = {"www-authenticate": "Bearer"}
             refusing = refusal(401, "UNAUTHENTICATED", refused.reason, **headers)
             return await refusing(scope, replay, send)
+        # A body the cache has met: looked up before anything else is done with it.
+        cache = services.response_cache
+        known = None if cache is None else cache.known.get(body)
+        if known is not None and services.documents.trusted_only(principal):
+            known = None  # its text must be checked against the trusted documents first
+        missed: tuple[Key, int] | None = None
+        given_id = request_id.decode("latin-1")[:64] if request_id else None
+        if known is not None:
+            question, name = known
+            given_id = given_id or new_request_id()
+            looked_up = await self._look_up(
+                services, cache_key(question, principal), name, given_id, media_type
+            )
+            if isinstance(looked_up, Answer):
+                return await looked_up(scope, replay, send)
+            missed = looked_up
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -231,9 +247,11 @@ class GraphQLView(GraphQL[Context, None]):
             principal=principal,
             client_address=scope["client"][0] if scope.get("client") else "unknown",
         )
-        if request_id:
-            context.request_id = request_id.decode("latin-1")[:64]
-        response = await self._answer(Request(scope, replay), media_type, data, context)
+        if given_id:
+            context.request_id = given_id
+        response = await self._answer(
+            Request(scope, replay), media_type, data, context, body, missed, known is not None
+        )
         await response(scope, replay, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -293,12 +311,22 @@ class GraphQLView(GraphQL[Context, None]):
         return await self._answer(request, media_type, data, await self.get_context(request))
 
     async def _answer(
-        self, request: Request, media_type: str, data: dict[str, Any], context: Context
+        self,
+        request: Request,
+        media_type: str,
+        data: dict[str, Any],
+        context: Context,
+        body: bytes | None = None,
+        looked_up: "tuple[Key, int] | None" = None,
+        cache_asked: bool = False,
     ) -> ASGIApp:
         """A GraphQL request answered without Strawberry's view, in the media type the client
         asks for. In application/json every GraphQL answer is a 200, as Strawberry's view
         answers it (tests/test_fast_path.py); in application/graphql-response+json a request
-        that never executed is a 400 without data. Every refusal is a coded JSON error."""
+        that never executed is a 400 without data. Every refusal is a coded JSON error.
+
+        `body` is a plain request's, which the cache may learn; `cache_asked` says that the
+        cache was already asked for it (`looked_up`: the key and version of the miss)."""
         query, variables, extensions = (data.get(k) for k in ("query", "variables", "extensions"))
         by_get = request.method == "GET"
         try:
@@ -316,7 +344,11 @@ class GraphQLView(GraphQL[Context, None]):
             return refusal(status, code, refused.message, media_type)
         await context.services.documents.register(document, query)
         operation_name = data.get("operationName")
-        cached = await self._cached(context, query, operation_name, variables, media_type)
+        cached = (
+            looked_up
+            if cache_asked
+            else await self._cached(context, query, operation_name, variables, media_type, body)
+        )
         if isinstance(cached, Answer):
             return cached
         try:
@@ -350,10 +382,17 @@ class GraphQLView(GraphQL[Context, None]):
         return Answer(body, context.request_id, media_type)
 
     async def _cached(
-        self, context: Context, query: Any, operation_name: Any, variables: Any, media_type: str
+        self,
+        context: Context,
+        query: Any,
+        operation_name: Any,
+        variables: Any,
+        media_type: str,
+        body: bytes | None,
     ) -> "Answer | tuple[Key, int] | None":
         """The cached answer to a query; else, when its answer may be kept, its key and the
-        data version read before computing it; None when it may not."""
+        data version read before computing it; None when it may not. A plain request's `body`
+        is learnt, to be looked up directly when it comes again (`_post`)."""
         cache = context.services.response_cache
         if (
             cache is None
@@ -361,19 +400,30 @@ class GraphQLView(GraphQL[Context, None]):
             or not isinstance(operation_name, str | None)
         ):
             return None
-        started = time.perf_counter()
         schema = self.schema
         assert isinstance(schema, SessionSchema)
         operation = schema.query_operation(query, operation_name)
-        key = (
-            None
-            if operation is None
-            else cache_key(query, operation_name, variables, context.principal)
-        )
-        if key is None or not cache.worth_asking():
+        question = None if operation is None else asked(query, operation_name, variables)
+        if question is None:
             return None
+        name = operation.name.value if operation.name else None  # type: ignore[union-attr]
+        if body is not None:
+            cache.known.add(body, question, name)
+        key = cache_key(question, context.principal)
+        return await self._look_up(context.services, key, name, context.request_id, media_type)
+
+    async def _look_up(
+        self, services: Services, key: Key, name: str | None, request_id: str, media_type: str
+    ) -> "Answer | tuple[Key, int] | None":
+        """The cached answer under `key`; else its key and the data version read before
+        computing it; None when the cache is not worth asking or the version cannot be read."""
+        cache = services.response_cache
+        assert cache is not None
+        if not cache.worth_asking():
+            return None
+        started = time.perf_counter()
         try:
-            version = await context.services.data_version()
+            version = await services.data_version()
         except (*DATABASE_ERRORS_RAISED, OSError):
             # The database cannot answer: executing the query reports that as its errors
             # (UNAVAILABLE), and within the request's bound, which this read has used up.
@@ -381,9 +431,8 @@ class GraphQLView(GraphQL[Context, None]):
         body = cache.get(key, version)
         if body is None:
             return key, version
-        name = operation.name.value if operation.name else None  # type: ignore[union-attr]
-        observe("query", name, started, None, context.request_id, schema.log_all)
-        return Answer(body, context.request_id, media_type)
+        observe("query", name, started, None, request_id, self.schema.log_all)  # type: ignore[attr-defined]
+        return Answer(body, request_id, media_type)
 
     def decode_json(self, data: str | bytes) -> object:
         """HTTP bodies and WebSocket messages alike: every failure a JSONDecodeError."""

@@ -215,6 +215,24 @@ def test_admin_tokens_run_any_document_beside_the_trusted_ones(trusted: LiveServ
     assert answer.json() == {"data": {"__typename": "Query"}}
 
 
+def test_a_text_the_cache_answered_an_admin_is_still_refused_to_others(
+    trusted: LiveServer,
+) -> None:
+    """The response cache looks up a body it has met before decoding it (api/view.py): not
+    for a caller who may run trusted documents only, whose text is checked first."""
+    body = json.dumps({"query": "query Other { dataSources { name } }"}).encode()
+
+    def sent(token: str) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+        return httpx.post(f"{trusted.url}/graphql", content=body, headers=headers, timeout=30)
+
+    for _ in range(3):  # computed, then answered from the cache
+        assert sent(ADMIN).json() == {"data": {"dataSources": []}}
+    assert trusted.services.response_cache.known.get(body) is not None
+    refused = sent(READER)
+    assert (refused.status_code, code(refused)) == (400, "PERSISTED_QUERY_REQUIRED")
+
+
 def test_trusted_documents_hold_over_websocket(trusted: LiveServer) -> None:
     init = {"authorization": f"Bearer {READER}"}
     free = "subscription Free { sessionEvents { cursor } }"

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 from prometheus_client import REGISTRY
 
 from api.auth import Principal, Role, Token
-from api.cache import ResponseCache, cache_key
+from api.cache import ResponseCache, asked, cache_key
 from tests.client import Client
 from tests.conftest import LiveServer
 
@@ -116,6 +118,38 @@ def test_callers_of_different_scopes_do_not_share_answers(make_server: Any) -> N
         assert admin.data(QUERY, {"key": key})["session"]["key"] == key
 
 
+def test_a_body_met_before_is_answered_in_the_media_type_each_request_asks(
+    server: LiveServer,
+) -> None:
+    """A body the cache has met is looked up before it is decoded (api/view.py `_post`): the
+    answer still takes the request's own Accept and request id, and a write still moves it."""
+    with Client(server.url) as client:
+        key = client.create(identifier="first")["key"]
+    body = orjson.dumps({"query": QUERY, "variables": {"key": key}})
+    url = f"{server.url}/graphql"
+    kinds = ("application/json", "application/graphql-response+json")
+    with httpx.Client(timeout=30) as http:
+        http.post(url, content=body, headers={"content-type": "application/json"})
+        assert server.services.response_cache.known.get(body) is not None
+        hits = _hits()
+        for index, accept in enumerate(kinds * 2):
+            headers = {
+                "content-type": "application/json",
+                "accept": accept,
+                "x-request-id": f"r{index}",
+            }
+            answer = http.post(url, content=body, headers=headers)
+            assert answer.headers["content-type"] == accept
+            assert answer.headers["x-request-id"] == f"r{index}"
+            assert answer.json()["data"]["session"]["identifier"] == "first"
+        assert _hits() == hits + 4
+        with Client(server.url) as client:
+            _rename(client, key, "second")
+        answer = http.post(url, content=body, headers={"content-type": "application/json"})
+        assert answer.json()["data"]["session"]["identifier"] == "second"
+        assert _hits() == hits + 4
+
+
 def test_answers_with_errors_are_not_kept(client: Client) -> None:
     hits = _hits()
     for _ in range(3):
@@ -152,14 +186,15 @@ def test_while_lookups_miss_the_version_is_read_on_one_request_in_64() -> None:
     more than the cache saves, so it is skipped but for probes, until hits come back."""
     cache = ResponseCache(max_bytes=1 << 20)
     caller = Principal(Role.READ, None)
-    key = cache_key("{ dataSources { name } }", None, None, caller)
-    assert key is not None
+    question = asked("{ dataSources { name } }", None, None)
+    assert question is not None
+    key = cache_key(question, caller)
     assert all(cache.worth_asking() for _ in range(64))  # hopeful at first
     for version in range(100):  # every answer stale by the next request
         cache.put(key, version, b"answer")
         assert cache.get(key, version + 1) is None
-    asked = [cache.worth_asking() for _ in range(256)]
-    assert sum(asked) == 256 // ResponseCache.PROBE_EVERY
+    probed = [cache.worth_asking() for _ in range(256)]
+    assert sum(probed) == 256 // ResponseCache.PROBE_EVERY
     cache.put(key, 200, b"answer")
     while not cache.worth_asking():
         pass
