@@ -344,39 +344,28 @@ class Selected:
 @dataclass(frozen=True, slots=True)
 class Selection:
     """The fields selected on one object type, in response order. Each answer is made in one
-    pass over its parent: the fields taken from it (`row`: key, value, serialiser, non-null),
-    with a place kept for each read in batches afterwards (`batched`), so the keys stay in
-    response order."""
+    pass over its parent by `rows`, a function written for this selection (`_rows`): the
+    fields taken from the parent, with a place kept for each read in batches afterwards
+    (`batched`), so the keys stay in response order."""
 
-    row: tuple[tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any], bool], ...]
+    rows: Callable[[list[Any]], list[dict[str, Any]]]
     batched: tuple[Selected, ...]
 
     @classmethod
     def of(cls, fields: Iterable[Selected]) -> "Selection":
-        row: list[tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any], bool]] = []
+        row: list[tuple[str, Get | None, Shape | None]] = []
         batched = []
         for selected in fields:
             shape = selected.shape
             if isinstance(selected.source, Get) and shape and shape.serialize is not None:
-                row.append((selected.key, selected.source.value, shape.serialize, shape.non_null))
+                row.append((selected.key, selected.source, shape))
             else:
-                row.append((selected.key, None, _same, False))
+                row.append((selected.key, None, None))
                 batched.append(selected)
-        return cls(tuple(row), tuple(batched))
+        return cls(_rows(row), tuple(batched))
 
     async def fill(self, parents: list[Any], run: "Run") -> list[dict[str, Any]]:
-        answers: list[dict[str, Any]] = []
-        for parent in parents:
-            answer: dict[str, Any] = {}
-            for key, value_of, serialize, non_null in self.row:
-                value = None if value_of is None else value_of(parent)
-                if value is not None:
-                    answer[key] = serialize(value)
-                elif non_null:
-                    raise Fallback(key)
-                else:
-                    answer[key] = None
-            answers.append(answer)
+        answers = self.rows(parents)
         for selected in self.batched:
             source, shape = selected.source, selected.shape
             assert shape is not None
@@ -396,16 +385,69 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _rows(
+    row: list[tuple[str, Get | None, "Shape | None"]],
+) -> Callable[[list[Any]], list[dict[str, Any]]]:
+    """The function that makes a selection's answers from their parents: each field's value
+    taken and serialised by an expression of its own, instead of a loop over the fields that
+    unpacked and tested each one for each parent (a third of a small query's plan). Text
+    passes on as it is when it is a str, as graphql-core's String and ID serialisers do after
+    checking its type; a missing non-null value gives up (`Fallback`)."""
+    names: dict[str, Any] = {"Fallback": Fallback}
+    checks, items = [], []
+    for index, (key, source, shape) in enumerate(row):
+        if source is None or shape is None:
+            items.append(f"{key!r}: None")  # its place, filled by a batched read
+            continue
+        names[f"get{index}"] = source.value
+        value = f"v{index}"
+        checks.append(f"        {value} = get{index}(parent)")
+        if isinstance(shape.serialize, _Text):
+            names[f"serialize{index}"] = shape.serialize.serialize
+            done = f"({value} if {value}.__class__ is str else serialize{index}({value}))"
+        else:
+            names[f"serialize{index}"] = shape.serialize
+            done = f"serialize{index}({value})"
+        if shape.non_null:
+            checks.append(f"        if {value} is None:\n            raise Fallback({key!r})")
+            items.append(f"{key!r}: {done}")
+        else:
+            items.append(f"{key!r}: None if {value} is None else {done}")
+    source_text = "\n".join(
+        [
+            "def rows(parents):",
+            "    answers = []",
+            "    for parent in parents:",
+            *checks,
+            "        answers.append({" + ", ".join(items) + "})",
+            "    return answers",
+        ]
+    )
+    exec(compile(source_text, "<compiled selection>", "exec"), names)
+    return names["rows"]  # type: ignore[no-any-return]
+
+
 def _constant(value: Any) -> Callable[[Any], Any]:
     return lambda _: value
 
 
+class _Text:
+    """A text serialiser that passes a str on as it is (what graphql-core's String and ID
+    serialisers do with one, after checking its type)."""
+
+    __slots__ = ("serialize",)
+
+    def __init__(self, serialize: Callable[[Any], Any]) -> None:
+        self.serialize = serialize
+
+    def __call__(self, value: Any) -> Any:
+        return value if value.__class__ is str else self.serialize(value)
+
+
 def _serializer(type_: Any) -> Callable[[Any], Any]:
-    """The leaf type's serialiser; for text, one that passes a str on as it is (what
-    graphql-core's String and ID serialisers do with one, after checking its type)."""
+    """The leaf type's serialiser."""
     if type_ is GraphQLString or type_ is GraphQLID:
-        serialize = type_.serialize
-        return lambda value: value if value.__class__ is str else serialize(value)
+        return _Text(type_.serialize)
     return type_.serialize  # type: ignore[no-any-return]
 
 
