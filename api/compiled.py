@@ -325,11 +325,37 @@ class Arguments:
     node: FieldNode
     convert: Callable[[dict[str, Any]], dict[str, Any]]
     fixed: dict[str, Any] | None = None
+    # When the field is given every argument it has, each as a bare variable: (the name the
+    # resolver takes, the variable's name). A variable's value is then the argument's, as
+    # get_argument_values takes it, unless it is null or missing (defaults, errors).
+    passed: tuple[tuple[str, str], ...] | None = None
 
     def __call__(self, variables: VariableValues) -> dict[str, Any]:
         if self.fixed is not None:
             return self.fixed
+        if self.passed is not None:
+            values, coerced = {}, variables.coerced
+            for name, variable in self.passed:
+                if (value := coerced.get(variable)) is None:
+                    break
+                values[name] = value
+            else:
+                return self.convert(values)
         return self.convert(get_argument_values(self.definition, self.node, variables))
+
+    @staticmethod
+    def bare_variables(
+        definition: GraphQLField, node: FieldNode
+    ) -> tuple[tuple[str, str], ...] | None:
+        given = {argument.name.value: argument.value for argument in node.arguments or ()}
+        if set(given) != set(definition.args) or not all(
+            isinstance(value, VariableNode) for value in given.values()
+        ):
+            return None
+        return tuple(
+            (argument.out_name or name, given[name].name.value)  # type: ignore[attr-defined]
+            for name, argument in definition.args.items()
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,7 +612,12 @@ class Planner:
         if definition.args:
             field = self.strawberry.get_field_for_type(name, parent.name)
             assert field is not None
-            arguments = Arguments(definition, node, self.converters.arguments(field.arguments))
+            arguments = Arguments(
+                definition,
+                node,
+                self.converters.arguments(field.arguments),
+                passed=Arguments.bare_variables(definition, node),
+            )
             if not any(_has_variable(argument.value) for argument in node.arguments or ()):
                 fixed = arguments.convert(get_argument_values(definition, node))
                 arguments = Arguments(definition, node, arguments.convert, fixed)

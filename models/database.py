@@ -78,11 +78,13 @@ class _SQLite(Connection):
 
     async def fetch(self, sql: str, *params: Any) -> list[Row]:
         self._heard(sql)
-        return list(await self.driver.execute_fetchall(sql, params))
+        # Straight to aiosqlite's thread: its execute_fetchall wraps the same call in a
+        # context-manager object and a coroutine of its own, then we copied the list.
+        return await self.driver._execute(_fetch_all, self.driver, sql, params)
 
     async def execute(self, sql: str, *params: Any) -> None:
         self._heard(sql)
-        await self.driver.execute_fetchall(sql, params)
+        await self.driver._execute(_fetch_all, self.driver, sql, params)
 
 
 class _SQLiteWriter(_SQLite):
@@ -129,6 +131,11 @@ class _SQLiteWriter(_SQLite):
             await self.driver._execute(_roll_back, self.driver)
         except Exception as error:  # a failed transaction that cannot end is ended by SQLite
             logger.warning("could not roll back a write: %r", error)
+
+
+def _fetch_all(driver: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Row]:
+    """On aiosqlite's thread: one statement's rows."""
+    return driver._conn.execute(sql, params).fetchall()
 
 
 def _run(connection: sqlite3.Connection, statements: list[tuple[str, Sequence[Any]]]) -> None:
