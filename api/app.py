@@ -179,4 +179,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # uvicorn kills a worker that does not answer its supervisor's ping within this; its
         # default of 5 s killed workers still importing on a loaded machine, over and over.
         "timeout_worker_healthcheck": 30,
+        # uvicorn's httptools and websockets-sansio protocols, less the cycles they leave.
+        "http": "api.protocols:HttpProtocol",
+        "ws": "api.protocols:WebSocketProtocol",
     }

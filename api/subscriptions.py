@@ -1,6 +1,7 @@
 """The Subscription root: committed events, replayed from a cursor and then live."""
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import strawberry
 from graphql import GraphQLError
@@ -25,6 +26,10 @@ async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Del
     context = info.context
     context.require_enabled()
     message = SUBSCRIBING.get()
+    # Read once, then cleared: timers the database driver schedules from this task (asyncpg's
+    # statement cache, 300 s) copy its context, which would keep the request, and so its
+    # connection, alive after it closed.
+    SUBSCRIBING.set(None)
     if message is None:
         raise ApiError(
             "VALIDATION",
@@ -44,11 +49,15 @@ async def _open(info: ContextInfo, where: EventFilter, after: str | None) -> Del
     def root(event: EventRecord) -> SessionEvent:
         return SessionEvent.from_row(event, services.event_loaders.get(event.cursor, scope))
 
+    operation_name = message.operation_name
+
     def finish(errors: list[GraphQLError]) -> list[GraphQLError]:
-        return reported(errors, message.operation_name, hide_suggestions)
+        return reported(errors, operation_name, hide_suggestions)
 
     def audience() -> Audience:
-        executor = message.executor(context)
+        # The audience outlives the subscriber who opens it: what it keeps (its executor's
+        # context, `finish`) must not hold that subscriber's connection, closed or not.
+        executor = message.executor(replace(context, websocket=None))
         return Audience(where, executor, root, finish, context.hub.queue_size)
 
     # Joined before the first await: nothing committed from here on can be missed.

@@ -1,11 +1,14 @@
 """The framework internals api/ relies on, each pinned in pyproject.toml: these fail when an
 upgrade moves one, before a subscriber or a request notices."""
 
+import asyncio
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
@@ -17,6 +20,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
+from websockets.server import ServerProtocol
 from websockets.sync.client import connect
 
 from api import Settings
@@ -53,6 +57,46 @@ def test_each_event_gets_a_fresh_memo_and_is_executed_by_graphql_core() -> None:
     assert event._relevant_sub_fields is not executor._relevant_sub_fields
     result = execute_subscription_event(event)
     assert result.data == {"sessionEvents": {"cursor": "7"}}  # type: ignore[union-attr]
+
+
+def test_graphql_core_binds_its_resolver_helpers_to_the_executor() -> None:
+    """The cycle api/executor.py breaks: executor -> helpers -> the executor's bound methods.
+    If this stops holding, the override can go."""
+    plain = Executor.build(build_schema(Settings())._schema, parse(SUBSCRIPTION))
+    assert isinstance(plain, Executor), plain
+    assert getattr(plain.async_helpers.track, "__self__", None) is plain
+
+
+def test_our_executors_are_freed_without_the_cycle_collector_and_their_helpers_work() -> None:
+    executor = _executor()
+    event = executor.build_per_event_executor(SimpleNamespace(cursor="7"))
+    event.async_helpers.track([None])
+    gathered = event.async_helpers.gather([])
+    assert asyncio.run(cast(Any, gathered)) == []
+    gc.collect()
+    gc.disable()
+    try:
+        references = [weakref.ref(executor), weakref.ref(event)]
+        del executor, event
+        assert [reference() for reference in references] == [None, None]
+    finally:
+        gc.enable()
+
+
+def test_websockets_parser_holds_its_protocol_until_closed() -> None:
+    """The cycle api/protocols.py breaks when a connection is lost: websockets' parser is a
+    generator suspended inside its protocol, which holds it."""
+    gc.collect()
+    gc.disable()
+    try:
+        held = weakref.ref(ServerProtocol())
+        protocol = held()
+        assert protocol is not None  # only the cycle collector would free it
+        protocol.parser.close()
+        del protocol
+        assert held() is None
+    finally:
+        gc.enable()
 
 
 def test_the_strawberry_parts_the_fast_path_answers_with() -> None:
