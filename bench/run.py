@@ -839,18 +839,20 @@ def overload_section(args: argparse.Namespace, directory: str) -> str:
         "figures are noisy, and the load generator, in Python, may fall short of the rate it "
         "is asked for (the offered column says what it sent).",
         "",
-        "| Phase | Offered | Admitted (200) | Refused (503 OVERLOADED) | Other "
-        "| Admitted p50 / p99 | Refused p50 / p99 |",
-        "|---|---|---|---|---|---|---|",
+        "| Phase | Offered | Admitted (200) | Refused (503 OVERLOADED) | Other status or "
+        "connection lost | Not sent (every connection busy) | Admitted p50 / p99 "
+        "| Refused p50 / p99 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, phase_rate, seconds in phases:
         mine = [a for a in answers if a[0] == name]
         ok = [a[2] * 1e3 for a in mine if a[3] == 200]
         refused = [a[2] * 1e3 for a in mine if a[3] == 503]
-        other = len(mine) - len(ok) - len(refused) + outcome["unsent"].get(name, 0)
+        other = len(mine) - len(ok) - len(refused)
+        unsent = outcome["unsent"].get(name, 0)
         lines.append(
             f"| {name} ({phase_rate:,.0f}/s asked, {seconds} s) | {len(mine) / seconds:,.0f}/s "
-            f"| {len(ok) / seconds:,.0f}/s | {len(refused) / seconds:,.0f}/s | {other} "
+            f"| {len(ok) / seconds:,.0f}/s | {len(refused) / seconds:,.0f}/s | {other} | {unsent} "
             f"| {_percentile(ok, 0.5):,.1f} / {_percentile(ok, 0.99):,.1f} ms "
             f"| {_percentile(refused, 0.5):,.1f} / {_percentile(refused, 0.99):,.1f} ms |"
         )
