@@ -249,6 +249,13 @@ def test_a_lagging_sse_stream_is_closed_and_resumes_by_last_event_id(make_server
                 received.append(message["id"])
             assert any("resume after your last cursor" in c for c in stream.comments)
         assert client.metrics()["session_service_subscribers_dropped_total"] == dropped + 1
+        # Resumed once the listener's hub has read every commit: the stream then replays the
+        # rest from the log. Resumed earlier, a later batch beyond the queue would drop it as
+        # well (a CI run under load resumed before the hub's next read of the log).
+        deadline = time.monotonic() + 10
+        while listener.services.hub.position < int(start) + 21:
+            assert time.monotonic() < deadline, "the listener's hub did not read the commits"
+            time.sleep(0.05)
         with sse(listener.url, headers={"last-event-id": received[-1]}) as stream:
             while len(received) < 21:
                 received.append(stream.next()["id"])
