@@ -303,9 +303,9 @@ class Database:
         self._opening = asyncio.Lock()
         self._ready = False
         self._pool: asyncpg.Pool | None = None
-        # SQLite: the shared read connection, and those that snapshots check out.
+        # SQLite: the shared read connection, and the connections snapshots check out.
         self._statements: _SQLite | None = None
-        self._readers: asyncio.LifoQueue[_SQLite] = asyncio.LifoQueue()
+        self._snapshots: asyncio.LifoQueue[_SQLite] = asyncio.LifoQueue()
         self._sqlite: list[aiosqlite.Connection] = []
         self._writer: _SQLiteWriter | None = None
         # SQLite: a connection that only ever asks `PRAGMA data_version` (see data_version).
@@ -345,9 +345,9 @@ class Database:
                     yield _Postgres(self, driver)
             return
         try:  # most often one is idle, and taking it needs no wait
-            connection = self._readers.get_nowait()
+            connection = self._snapshots.get_nowait()
         except asyncio.QueueEmpty:
-            connection = await self._readers.get()
+            connection = await self._snapshots.get()
         try:
             await connection.execute("BEGIN")
             yield connection
@@ -359,7 +359,7 @@ class Database:
             try:
                 await asyncio.shield(_end_snapshot(connection))
             finally:
-                self._readers.put_nowait(connection)
+                self._snapshots.put_nowait(connection)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
@@ -462,7 +462,7 @@ class Database:
                 path = make_url(self.url).database or ":memory:"
                 self._statements = _SQLite(self, await self._connect_sqlite(path))
                 for _ in range(self.snapshot_connections):
-                    self._readers.put_nowait(_SQLite(self, await self._connect_sqlite(path)))
+                    self._snapshots.put_nowait(_SQLite(self, await self._connect_sqlite(path)))
                 self._writer = _SQLiteWriter(self, await self._connect_sqlite(path))
                 if path != ":memory:":
                     self._versions = sqlite3.connect(
@@ -544,7 +544,7 @@ class Database:
                 self._versions.close()
                 self._versions = None
             self._statements = None
-            self._readers = asyncio.LifoQueue()
+            self._snapshots = asyncio.LifoQueue()
             self._writer = None
             self._ready = False
 
