@@ -1,8 +1,10 @@
 """The framework internals api/ relies on, each pinned in pyproject.toml: these fail when an
 upgrade moves one, before a subscriber or a request notices."""
 
+import ast
 import asyncio
 import gc
+import inspect
 import threading
 import time
 import weakref
@@ -20,6 +22,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.server import ServerProtocol
 from websockets.sync.client import connect
 
@@ -97,6 +100,50 @@ def test_websockets_parser_holds_its_protocol_until_closed() -> None:
         assert held() is None
     finally:
         gc.enable()
+
+
+def _uses_of(attribute: str) -> dict[str, set[str]]:
+    """What uvicorn's WebSocket protocol does with `self.<attribute>`, method by method: the
+    names it takes from it, or "" where it only reads or assigns it."""
+    found: dict[str, set[str]] = {}
+    tree = ast.parse(inspect.getsource(WebSocketsSansIOProtocol))
+    for method in ast.walk(tree):
+        if not isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(method):
+            if not (isinstance(node, ast.Attribute) and node.attr == attribute):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id == "self":
+                found.setdefault(method.name, set())
+        for node in ast.walk(method):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == attribute
+            ):
+                found.setdefault(method.name, set()).add(node.attr)
+    return found
+
+
+def test_uvicorn_asks_of_its_receive_queue_and_writable_event_only_what_ours_give() -> None:
+    """api/protocols.py replaces the `asyncio.Queue` and `asyncio.Event` uvicorn gives each
+    WebSocket with leaner ones that have only what uvicorn calls."""
+    taken = set().union(*_uses_of("queue").values())
+    assert taken <= {"put_nowait", "get", "empty"}, taken
+    taken = set().union(*_uses_of("writable").values())
+    assert taken <= {"set", "clear", "wait", "is_set"}, taken
+
+
+def test_uvicorn_reads_the_handshake_only_until_it_has_answered_it() -> None:
+    """api/protocols.py lets the handshake's request and response go once uvicorn starts the
+    keepalive, right after writing the response: only the handshake's own steps read them."""
+    assert set(_uses_of("request")) == {"handle_connect"}
+    assert set(_uses_of("response")) == {"handle_connect", "send"}
+    source = inspect.getsource(WebSocketsSansIOProtocol.send)
+    accepted = source.index('"websocket.accept"')
+    last_read = source.rindex("self.response")
+    assert accepted < last_read < source.index("self.start_keepalive()", accepted)
+    assert source.count("self.start_keepalive()") == 1
 
 
 def test_the_strawberry_parts_the_fast_path_answers_with() -> None:
