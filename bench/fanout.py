@@ -586,18 +586,34 @@ def side_by_side(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Re
     return results, largest_p50
 
 
-def churn(args: argparse.Namespace, env: dict[str, str]) -> Result:
-    """Steady subscribers and churning ones while events flow; the service alone."""
+@dataclass
+class Churned:
+    start_rss: float
+    end_rss: float
+    stats: dict[str, Any]
+    sent: int
+    open_now: float  # the subscriptions gauge after (the raw loop has none: -1)
+    errors: list[str]
+
+    @property
+    def growth(self) -> float:
+        return self.end_rss / self.start_rss - 1
+
+
+def _churn_run(args: argparse.Namespace, env: dict[str, str], raw: bool) -> Churned:
+    """Steady subscribers and churning ones while events flow, on one side."""
     seconds, rate, steady = args.churn_seconds, args.churn_rate, args.churn_steady
 
-    async def measure(server: Running) -> tuple[float, float, dict[str, Any], int, float]:
+    async def measure(server: Running) -> Churned:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-            sender = Sender(http, False)
+            sender = Sender(http, raw)
             for _ in range(5):
                 await sender.send()
-            clients = await _clients(server.url, "service", steady, cursors=True)
+            kind = "raw" if raw else "service"
+            clients = await _clients(server.url, kind, steady, cursors=True)
             client = clients[0]
             try:
+                sender.sent = 0  # the raw loop's cursors count from the first event they see
                 await sender.send()
                 if await _all_received(clients, 0, EVENT_TIMEOUT) is None:
                     raise RuntimeError("the sentinel did not reach every steady subscriber")
@@ -606,55 +622,67 @@ def churn(args: argparse.Namespace, env: dict[str, str]) -> Result:
                 client.process.stdin.write(f"churn {seconds} {rate}\n".encode())
                 await client.process.stdin.drain()
                 churning = asyncio.create_task(client.reply(seconds + 120))
-                sent = 1
                 while not churning.done():
                     await sender.send()
-                    sent += 1
                     await asyncio.sleep(0.2)
                 await churning
                 await asyncio.sleep(3)  # the last churners' closes
                 stats = await client.ask("stats")
-                open_now = await _open_subscriptions(http)
+                open_now = -1.0 if raw else await _open_subscriptions(http)
                 end_rss = server.rss_mb()
             finally:
                 for each in clients:
                     await each.close()
-        return start_rss, end_rss, stats, sent, open_now
+        return Churned(start_rss, end_rss, stats, sender.sent, open_now, [])
 
-    with serve(service_command(), env) as server:
-        start_rss, end_rss, stats, sent, open_now = asyncio.run(measure(server))
-        errors = _errors_in(server.log)
+    with serve(raw_command() if raw else service_command(), env) as server:
+        churned = asyncio.run(measure(server))
+        churned.errors = _errors_in(server.log)
+    stats = churned.stats
+    progress(
+        f"F5 churn ({'raw' if raw else 'service'}): {stats['churned']:,} churners "
+        f"({stats['churn_failures']} failed), {churned.sent} events, steady subscribers got "
+        f"{stats['events']} each, identical {stats['sequences'] == 1}, ordered "
+        f"{stats['ordered']}; RSS {churned.start_rss:.1f} -> {churned.end_rss:.1f} MB "
+        f"({churned.growth:+.1%}); {churned.open_now:.0f} subscriptions open after (steady "
+        f"{steady}); {len(churned.errors)} error lines in the log"
+    )
+    for line in churned.errors[:5]:
+        progress(f"  log: {line}")
+    return churned
+
+
+def churn(args: argparse.Namespace, env: dict[str, str]) -> Result:
+    """The service through the churn, and the raw loop through the same churn beside it: how
+    much of the RSS a churn leaves is the stack's own."""
+    seconds, rate, steady = args.churn_seconds, args.churn_rate, args.churn_steady
+    raw = _churn_run(args, env, raw=True)
+    service = _churn_run(args, env, raw=False)
+    stats = service.stats
     correct = (
         stats["sequences"] == 1
         and stats["ordered"]
-        and stats["events"] == sent
+        and stats["events"] == service.sent
         and not stats["bad"]
         and not stats["closes"]
-        and not errors
-        and open_now == steady
+        and not service.errors
+        and service.open_now == steady
     )
-    progress(
-        f"F5 churn: {stats['churned']:,} churners ({stats['churn_failures']} failed), "
-        f"{sent} events, steady subscribers got {stats['events']} each, identical "
-        f"{stats['sequences'] == 1}, ordered {stats['ordered']}; RSS {start_rss:.1f} -> "
-        f"{end_rss:.1f} MB; {open_now:.0f} subscriptions open after (steady {steady}); "
-        f"{len(errors)} error lines in the log"
-    )
-    for line in errors[:5]:
-        progress(f"  log: {line}")
     name = (
         f"F5 churn, {rate} subscribes and {rate} disconnects/s for {seconds} s beside "
-        f"{steady:,} steady subscribers, {sent} events: server RSS after vs before (every "
-        f"steady subscriber got every event once, in order: {'yes' if correct else 'NO'}; "
-        f"subscriptions gauge {open_now:.0f}; {len(errors)} error lines logged)"
+        f"{steady:,} steady subscribers, {service.sent} events: server RSS after vs before "
+        f"(every steady subscriber got every event once, in order: "
+        f"{'yes' if correct else 'NO'}; subscriptions gauge {service.open_now:.0f}; "
+        f"{len(service.errors)} error lines logged). The raw loop through the same churn: "
+        f"{raw.start_rss:.1f} -> {raw.end_rss:.1f} MB, {raw.growth:+.1%}"
     )
     # Met only when the RSS is back within 5 % and everything else held.
     return Result(
         name,
         "MB",
         "RSS within 5 %, all delivered, no error",
-        [end_rss],
-        [start_rss],
+        [service.end_rss],
+        [service.start_rss],
         higher_is_better=False,
         minimum_ratio=1 / 1.05 if correct else float("inf"),
     )
