@@ -317,7 +317,10 @@ def _fan_out() -> Starlette:
 
     async def send_all(text: str) -> None:
         for websocket in list(sockets):
-            await websocket.send_text(text)
+            try:
+                await websocket.send_text(text)
+            except WebSocketDisconnect:  # closed since it was listed: the others still get it
+                sockets.discard(websocket)
 
     async def publish(request: Request) -> Response:
         # Answered first, as the service answers its mutation before the fan-out.
