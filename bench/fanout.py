@@ -471,10 +471,14 @@ async def _measure(
     run = Run()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         sender = Sender(http, raw)
-        for _ in range(5 if raw else 10):  # warm up, and the mutation's latency alone
+        for _ in range(5):  # warm up
+            await sender.send()
+        # The mutation's latency alone, at the loaded run's pace: a mutation after a second of
+        # quiet is slower than one of a quick series (cold caches, an idle core).
+        for _ in range(events):
             started, answered = await sender.send()
             run.mutation_alone.append(answered - started)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(interval)
         rss_before = sum(s.rss_mb() for s in servers)
         clients = await _clients(server.url, "raw" if raw else "service", subscribers)
         try:
