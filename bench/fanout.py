@@ -41,6 +41,7 @@ from typing import Any, cast
 import httpx
 
 from bench.run import (
+    CORES,
     LOAD_CPU,
     PYTHON,
     ROOT,
@@ -738,10 +739,16 @@ def two_workers(args: argparse.Namespace, env: dict[str, str], one_process_p50: 
         f"{run.cpu_per_message * 1e6:.1f} µs CPU/message; client "
         f"{run.client_cpu_per_frame * 1e6:.1f} µs CPU/frame"
     )
+    # The workers share the machine's cores with the clients: each event's CPU, theirs and the
+    # clients', spread evenly over the cores, is as soon as the last frame could arrive.
+    floor = subscribers * (run.cpu_per_message + run.client_cpu_per_frame) / CORES * 1000
     name = (
         f"F6 `serve --workers 2` (cores {args.worker_cores}), {subscribers:,} subscribers, "
         f"Redis bus: p50 (Raw column: one process at 10,000); every event to every "
-        f"subscriber: {'yes' if complete else 'NO'}"
+        f"subscriber: {'yes' if complete else 'NO'}; each event's CPU, servers' "
+        f"({run.cpu_per_message * 1e6:.1f} µs a message) and clients' "
+        f"({run.client_cpu_per_frame * 1e6:.1f} µs a frame), is {floor:.0f} ms on each of "
+        f"the {CORES} cores"
     )
     return Result(
         name,
