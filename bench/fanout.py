@@ -10,7 +10,8 @@ clients' CPU per frame). A process holds at most 10,000 sockets (RLIMIT_NOFILE's
 here is 20,000); 20,000 subscribers use two. The mutations come from this process, so their
 timing is not disturbed by the clients' work.
 
-Every run: start the server, warm it up, time createSession with no subscriber (service),
+Every run: start the server, warm it up, time createSession with no subscriber, at the pace the
+events will come (service),
 open the subscribers (service: connection_init, subscribe to `sessionStarted`, ping, pong),
 deliver a sentinel event to all of them (so every subscription is known to be live), read the
 server's RSS (memory per idle subscription), then create sessions (raw: POST /publish of the
@@ -18,8 +19,9 @@ same-sized `next` frame) a fixed interval apart, each timed from the mutation's 
 its arrival at the last subscriber, with the server's CPU time (/proc, every thread) over the
 events divided by the frames delivered. Service and raw runs alternate.
 
-Churn and `serve --workers 2` are the service's alone: their targets are absolute, or against
-the service's own one-process figure.
+Churn and `serve --workers 2` have targets of their own: churn's is absolute (the raw loop
+goes through the same churn, and its growth is reported beside it), `--workers 2`'s against the
+service's one-process figure.
 """
 
 import argparse
@@ -787,6 +789,7 @@ def section(results: list[Result], args: argparse.Namespace) -> str:
     lines = [
         HEADING,
         "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f'`make bench BENCH_ARGS="--only fan-out"` rewrites this section alone. '
         f"{args.fan_out_runs} alternating runs per side; subscribers to `sessionStarted` over "
         "graphql-transport-ws (raw: bench/raw.py's /ws loop, sent a `next` frame of the same "

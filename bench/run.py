@@ -978,6 +978,8 @@ def main() -> None:
             + previous.split(fanout.HEADING, 1)[1].split(f"\n{OVERLOAD_HEADING}\n")[0].rstrip("\n")
             + "\n",
         )
+    if not overload and f"\n{OVERLOAD_HEADING}\n" in previous:  # keep the last overload section
+        overload = f"{OVERLOAD_HEADING}\n" + previous.split(f"\n{OVERLOAD_HEADING}\n", 1)[1]
     if overload:
         text += "\n" + overload
     args.output.write_text(text)
