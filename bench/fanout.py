@@ -10,14 +10,13 @@ clients' CPU per frame). A process holds at most 10,000 sockets (RLIMIT_NOFILE's
 here is 20,000); 20,000 subscribers use two. The mutations come from this process, so their
 timing is not disturbed by the clients' work.
 
-Every run: start the server, warm it up, time createSession with no subscriber, at the pace the
-events will come (service),
-open the subscribers (service: connection_init, subscribe to `sessionStarted`, ping, pong),
-deliver a sentinel event to all of them (so every subscription is known to be live), read the
-server's RSS (memory per idle subscription), then create sessions (raw: POST /publish of the
-same-sized `next` frame) a fixed interval apart, each timed from the mutation's response to
-its arrival at the last subscriber, with the server's CPU time (/proc, every thread) over the
-events divided by the frames delivered. Service and raw runs alternate.
+Every run: start the server, warm it up, time createSession (raw: publish) with no subscriber at
+the pace the events will come, open the subscribers (service: connection_init, subscribe to
+`sessionStarted`, ping, pong), deliver a sentinel event to all of them (so every subscription is
+known to be live), read the server's RSS (memory per idle subscription), then create sessions
+(raw: POST /publish of the same-sized `next` frame) a fixed interval apart, each timed from the
+mutation's response to its arrival at the last subscriber, with the server's CPU time (/proc,
+every thread) over the events divided by the frames delivered. Service and raw runs alternate.
 
 Churn and `serve --workers 2` have targets of their own: churn's is absolute (the raw loop
 goes through the same churn, and its growth is reported beside it), `--workers 2`'s against the

@@ -965,21 +965,16 @@ def main() -> None:
             fan_out = fanout.fan_out_scenarios(args, f"sqlite+aiosqlite:///{directory}/fan-out.db")
         overload = overload_section(args, directory) if "overload" in args.only else ""
     previous = args.output.read_text() if args.output.exists() else "# Benchmark report\n"
-    if results:
-        text = report(results, args, started)
-    else:  # the overload or fan-out alone: the rest stays as the last full run left it
-        text = previous.split(f"\n{OVERLOAD_HEADING}\n")[0].rstrip("\n") + "\n"
+    # A section not run this time stays as the last run left it.
+    kept, _, kept_overload = previous.partition(f"\n{OVERLOAD_HEADING}\n")
+    kept = kept.rstrip("\n") + "\n"
+    text = report(results, args, started) if results else kept
     if fan_out:
         text = fanout.merged(text, fanout.section(fan_out, args))
-    elif fanout.HEADING in previous:  # keep the last fan-out section
-        text = fanout.merged(
-            text,
-            fanout.HEADING
-            + previous.split(fanout.HEADING, 1)[1].split(f"\n{OVERLOAD_HEADING}\n")[0].rstrip("\n")
-            + "\n",
-        )
-    if not overload and f"\n{OVERLOAD_HEADING}\n" in previous:  # keep the last overload section
-        overload = f"{OVERLOAD_HEADING}\n" + previous.split(f"\n{OVERLOAD_HEADING}\n", 1)[1]
+    elif fanout.HEADING in kept:
+        text = fanout.merged(text, fanout.HEADING + kept.split(fanout.HEADING, 1)[1])
+    if not overload and kept_overload:
+        overload = f"{OVERLOAD_HEADING}\n{kept_overload}"
     if overload:
         text += "\n" + overload
     args.output.write_text(text)
